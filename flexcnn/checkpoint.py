@@ -1,0 +1,77 @@
+"""Checkpoints and run-folder files, written atomically and loaded safely.
+
+Every file is written to a temporary name in the same folder, flushed, then
+renamed over the target, so a kill mid-write leaves the previous version, never
+a torn file. Checkpoints hold only tensors and plain data and are loaded with
+``weights_only=True``: a checkpoint that carries code is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from flexcnn.errors import CheckpointError
+
+FORMAT_VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` via a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict (tensors and plain data only) atomically."""
+    atomic_write(path, lambda fh: torch.save({"format": FORMAT_VERSION, **state}, fh))
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a flexcnn checkpoint with ``weights_only=True``; clear errors for bad files."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (expected best.pt or last.pt in a run folder)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing checkpoint {path}: it holds objects other than tensors and plain data "
+            f"(possibly code), and is only loaded with weights_only=True ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "model" not in state:
+        raise CheckpointError(f"{path} is not a flexcnn checkpoint (no 'format'={FORMAT_VERSION} and 'model')")
+    return state

@@ -1,0 +1,100 @@
+"""Image folders: ``root/train/<class>/*.jpg`` with optional ``val/`` and ``test/``.
+
+Images are decoded to one square size. A folder whose decoded images fit under
+``data.resident_max_mb`` is decoded once into memory; a larger one streams.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from flexcnn.config import DataConfig
+from flexcnn.data.base import DataSplits, ImageTensors, Split, StreamedImages
+from flexcnn.data.decode import IMAGE_EXTENSIONS, CorruptImage, decode_image
+from flexcnn.data.sources import Target, source
+from flexcnn.data.splits import stratified_split
+from flexcnn.errors import DataError
+
+log = logging.getLogger(__name__)
+DEFAULT_FOLDER_SIZE = 64  # px, when neither data.image_size nor the model asks for one
+
+
+def scan_split(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    """Class names, image files and labels of one split folder (class = subfolder)."""
+    if not folder.is_dir():
+        raise DataError(f"data.root: expected a folder of class folders at {folder}")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{folder} has no class folders; expected {folder}/<class>/<image files>")
+    files: list[Path] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        images = sorted(p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not images:
+            raise DataError(f"class folder {class_dir} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        files += images
+        labels += [label] * len(images)
+    return [p.name for p in class_dirs], files, labels
+
+
+def decode_all(files: list[Path], labels: list[int], size: int, channels: int, *, skip_corrupt: bool) -> ImageTensors:
+    """Decode every file into one uint8 tensor; corrupt files raise or are skipped."""
+    out = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
+    kept: list[int] = []
+    for i, path in enumerate(files):
+        try:
+            out[len(kept)] = decode_image(path, size, channels)
+        except CorruptImage as exc:
+            if not skip_corrupt:
+                raise
+            log.warning("skipping unreadable image %s (%s)", path, exc.__cause__ or "decode failed")
+            continue
+        kept.append(labels[i])
+    if not kept:
+        raise DataError("no readable images left after skipping corrupt files")
+    return ImageTensors(out[: len(kept)].clone(), torch.tensor(kept, dtype=torch.int64))
+
+
+@source("imagefolder", "a folder with train/ (and optional val/, test/) class subfolders")
+def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
+    assert cfg.root is not None
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"data.root: folder {root} does not exist")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"data.root: {root} has no train/ folder; expected {root}/train/<class>/<images>")
+    size = cfg.image_size or target.image_size or DEFAULT_FOLDER_SIZE
+    channels = cfg.channels or target.channels or 3
+    classes, files, labels = scan_split(train_dir)
+    held: dict[str, tuple[list[Path], list[int]]] = {}
+    for name in ("val", "test"):
+        if (root / name).is_dir():
+            held_classes, held_files, held_labels = scan_split(root / name)
+            if held_classes != classes:
+                extra = sorted(set(held_classes) - set(classes))
+                missing = sorted(set(classes) - set(held_classes))
+                raise DataError(
+                    f"{root / name} has different classes from {train_dir}: "
+                    f"extra {extra or 'none'}, missing {missing or 'none'}"
+                )
+            held[name] = (held_files, held_labels)
+    total = len(files) + sum(len(f) for f, _ in held.values())
+    resident_bytes = total * channels * size * size
+    stream = cfg.resident == "never" or (cfg.resident == "auto" and resident_bytes > cfg.resident_max_mb * 2**20)
+
+    def make(split_files: list[Path], split_labels: list[int]) -> Split:
+        if stream:
+            return StreamedImages(split_files, split_labels, size=size, channels=channels)
+        return decode_all(split_files, split_labels, size, channels, skip_corrupt=cfg.skip_corrupt)
+
+    train = make(files, labels)
+    val = make(*held["val"]) if "val" in held else None
+    test = make(*held["test"]) if "test" in held else None
+    if val is None:
+        keep, out = stratified_split(train.targets, cfg.val_fraction, cfg.split_seed)
+        train, val = train.subset(keep), train.subset(out)
+    return DataSplits(train, val, test, classes, channels=channels, image_size=size)

@@ -1,0 +1,1 @@
+"""Pretrained torchvision classifiers (filled in by the Pretrained issue)."""
