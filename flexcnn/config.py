@@ -137,8 +137,13 @@ class PretrainedConfig(Section):
         )
 
 
-def _model_tag(value: Any) -> str:
-    kind = value.get("kind", "flexible_cnn") if isinstance(value, dict) else value.kind
+def _model_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = value.get("kind", "flexible_cnn")
+    else:
+        kind = getattr(value, "kind", None)
+        if kind is None:
+            return None  # not a mapping: pydantic reports the section's expected shape
     return "flexible_cnn" if kind == "flexible_cnn" else "pretrained"
 
 
@@ -388,7 +393,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         loc = [str(p) for p in err["loc"] if p not in ("flexible_cnn", "pretrained")]
         field = ".".join(loc) or "(top level)"
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"].startswith("union_tag"):
+            message = "expected a mapping with a kind (flexible_cnn, resnet50, vgg19 or torchvision:<name>)"
+            message += f" (got {err.get('input')!r})"
+        elif err["type"] == "extra_forbidden":
             message = "unknown field" + _suggestion(exc, err["loc"])
         elif ("input" in err and not isinstance(err["input"], dict | list)) or err["type"] == "literal_error":
             message += f" (got {err['input']!r})"

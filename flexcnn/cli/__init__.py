@@ -41,7 +41,8 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: user mistakes exit 2 with one message and no traceback."""
     try:
-        cli.main(args=argv, prog_name="flexcnn", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(n)'s code instead of exiting.
+        code = cli.main(args=argv, prog_name="flexcnn", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -56,3 +57,4 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

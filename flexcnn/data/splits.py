@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from sklearn.model_selection import train_test_split
 
@@ -9,12 +11,17 @@ from flexcnn.errors import DataError
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (keep, held_out) with ``fraction`` of each class held out, reproducibly."""
-    index = torch.arange(len(labels))
+    """Indices (keep, held_out) with about ``fraction`` of each class held out, reproducibly.
+
+    Small sets hold out at least one image per class, so every class appears on both sides.
+    """
+    n = len(labels)
     counts = torch.bincount(labels)
-    stratify = labels.numpy() if int(counts[counts > 0].min()) >= 2 else None
-    try:
-        keep, held = train_test_split(index.numpy(), test_size=fraction, random_state=seed, stratify=stratify)
-    except ValueError as exc:
-        raise DataError(f"cannot split {len(labels)} images into {fraction:.0%} held out: {exc}") from None
-    return torch.from_numpy(keep).sort().values, torch.from_numpy(held).sort().values
+    classes = int((counts > 0).sum())
+    if int(counts[counts > 0].min()) < 2:
+        rare = [i for i, c in enumerate(counts.tolist()) if c == 1]
+        raise DataError(f"cannot split: class(es) {rare} have a single image; each class needs at least 2")
+    held = min(max(math.ceil(fraction * n), classes), n - classes)
+    index = torch.arange(n)
+    keep, out = train_test_split(index.numpy(), test_size=held, random_state=seed, stratify=labels.numpy())
+    return torch.from_numpy(keep).sort().values, torch.from_numpy(out).sort().values
