@@ -25,5 +25,17 @@ class CheckpointError(UserError):
     """A checkpoint is missing, corrupt, unsafe or from another model."""
 
 
-class TrainingDiverged(RuntimeError):
+class RunFailed(RuntimeError):
+    """Training could not go on (not a user mistake, not a bug): the run is recorded as failed."""
+
+
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite; the run stops and says at which epoch."""
+
+
+class OutOfMemory(RunFailed):
+    """The device ran out of memory in a forward or backward pass."""
+
+
+class StorageFull(RunFailed):
+    """A run-folder file could not be written (disk full, file-size limit, permissions)."""

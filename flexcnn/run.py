@@ -26,7 +26,7 @@ from flexcnn.data.base import ImageTensors, Split
 from flexcnn.data.loaders import make_loader
 from flexcnn.data.stats import channel_stats
 from flexcnn.engine import evaluate, train_one_epoch
-from flexcnn.errors import CheckpointError, TrainingDiverged
+from flexcnn.errors import CheckpointError, OutOfMemory, RunFailed, StorageFull, TrainingDiverged, UserError
 from flexcnn.hardware import Hardware, resolve_hardware
 from flexcnn.losses import make_loss
 from flexcnn.metrics import classification_report
@@ -154,8 +154,10 @@ def run(
 
     Writes the run folder (config.yaml, metrics.jsonl, summary.json, best.pt,
     last.pt, confusion.png). ``resume=True`` continues from ``run_dir/last.pt``.
-    A reporter may stop the run by raising ``StopRun`` (status pruned); a
-    diverged loss re-raises ``TrainingDiverged`` after the folder is written.
+    A reporter may stop the run by raising ``StopRun`` (status pruned). A run
+    that cannot go on (NaN loss, out of memory, a full disk) is recorded as
+    failed, then ``RunFailed`` (``TrainingDiverged``, ``OutOfMemory``,
+    ``StorageFull``) is raised.
     """
     if not isinstance(config, RunConfig):
         config = validate_config(config)
@@ -235,6 +237,7 @@ def run(
         if scaler is not None and resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
 
+    _ensure_writable(out)
     files = FilesReporter(out)
     sinks: list[Reporter] = [files, *reporters]
     info = RunInfo(
@@ -267,8 +270,8 @@ def run(
             },
         }
 
-    status, reason = "completed", ""
-    diverged: TrainingDiverged | None = None
+    status, reason, epoch = "completed", "", start_epoch
+    failure: RunFailed | None = None
     try:
         for epoch in range(start_epoch, epochs):
             if pipe.adapter.on_epoch_start(epoch):
@@ -340,8 +343,17 @@ def run(
         status, reason = stop.status, stop.reason
     except KeyboardInterrupt:
         status, reason = "interrupted", "stopped by Ctrl-C / SIGINT; resume with --resume"
-    except TrainingDiverged as exc:
-        status, reason, diverged = "failed", str(exc), exc
+    except torch.OutOfMemoryError as exc:
+        failure = OutOfMemory(
+            f"out of memory in epoch {epoch + 1} at data.batch_size={data_cfg.batch_size}: lower data.batch_size "
+            f"or data.image_size, or use train.amp=bf16 ({str(exc).splitlines()[0]})"
+        )
+        status, reason = "failed", str(failure)
+    except OSError as exc:
+        failure = StorageFull(f"cannot write to the run folder {out}: {exc.strerror or exc}")
+        status, reason = "failed", str(failure)
+    except RunFailed as exc:
+        status, reason, failure = "failed", str(exc), exc
 
     result = RunResult(
         status=status,
@@ -359,9 +371,14 @@ def run(
         _final_evaluation(result, pipe, module, net, hw, eval_loss, eval_loader, config)
     result.summary.update(_summary(result, info, time.perf_counter() - started))
     for sink in sinks:
-        sink.on_end(result)
-    if diverged is not None:
-        raise diverged
+        try:
+            sink.on_end(result)
+        except OSError as exc:
+            if failure is None:  # a full disk at the very end must not pass for success
+                failure = StorageFull(f"cannot write to the run folder {out}: {exc.strerror or exc}")
+            log.warning("%s could not finish: %s", type(sink).__name__, exc)
+    if failure is not None:
+        raise failure
     return result
 
 
@@ -466,6 +483,20 @@ def _restore_rng(
     augment_gen.set_state(state["augment"])
     if hw.device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], hw.device)
+
+
+def _ensure_writable(run_dir: Path) -> None:
+    """Fail before training, as a user mistake, when the run folder cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the run folder {run_dir} ({exc.strerror or exc}); "
+            "choose another with --output-dir or logging.output_dir"
+        ) from None
 
 
 def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any]:
