@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flexcnn.cli.options import config_argument, set_option
 from flexcnn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flexcnn.config import RunConfig
+    from flexcnn.reporters import Reporter
 
 
 @click.command()
@@ -70,35 +75,58 @@ def train(
         sys.exit(130)
 
 
-def default_reporters(config: object) -> list[object]:
-    """Console, plus W&B when its reporter is installed and not disabled."""
+def default_reporters(config: RunConfig) -> list[Reporter]:
+    """Console, plus W&B unless its resolved mode is disabled (see flexcnn.reporters.wandb.resolve_mode)."""
     from flexcnn.reporters import ConsoleReporter
+    from flexcnn.reporters.wandb import wandb_reporter_for
 
-    reporters: list[object] = [ConsoleReporter(progress=config.logging.progress)]  # type: ignore[attr-defined]
-    try:
-        from flexcnn.reporters.wandb import wandb_reporter_for
-    except ModuleNotFoundError:
-        return reporters
+    reporters: list[Reporter] = [ConsoleReporter(progress=config.logging.progress)]
     wandb_rep = wandb_reporter_for(config)
     if wandb_rep is not None:
         reporters.append(wandb_rep)
     return reporters
 
 
+# Keys that wandb writes next to parameters in its own config files, never RunConfig fields.
+_WANDB_BOOKKEEPING = ("wandb_version", "_wandb")
+
+
 def _json_overrides(path: Path) -> list[str]:
+    """Turn the JSON file that ``wandb agent`` writes for ``${args_json_file}`` into dotted overrides.
+
+    wandb writes ``{"optim.lr": 0.001, "model.num_filters": [32, 64]}`` for dotted
+    parameter names and ``{"model": {"activation": "gelu", ...}}`` for nested
+    ``parameters:`` blocks. Nested values are flattened to dotted keys, so they
+    merge into the base config field by field and never replace a whole section.
+    Lists stay lists. ``{"value": v}`` wrappers (wandb's config-file format) are
+    unwrapped.
+    """
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"--args-json {path}: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"--args-json {path}: expected a JSON object of dotted keys")
-    out = []
+        raise ConfigError(f"--args-json {path}: expected a JSON object of parameters, got {type(data).__name__}")
+    flat: dict[str, Any] = {}
     for key, value in data.items():
-        # wandb writes {"param": {"value": v}} in args_json_file
+        if key in _WANDB_BOOKKEEPING:
+            continue
         if isinstance(value, dict) and set(value) == {"value"}:
             value = value["value"]
-        out.append(f"{key}={json.dumps(value)}")
-    return out
+        _flatten(str(key), value, flat, path)
+    return [f"{key}={json.dumps(value)}" for key, value in flat.items()]
+
+
+def _flatten(key: str, value: Any, out: dict[str, Any], path: Path) -> None:
+    if isinstance(value, dict):
+        if not value:
+            raise ConfigError(f"--args-json {path}: parameter {key!r} is an empty mapping")
+        for sub, sub_value in value.items():
+            _flatten(f"{key}.{sub}", sub_value, out, path)
+        return
+    if key in out and out[key] != value:
+        raise ConfigError(f"--args-json {path}: {key} is given twice, as {out[key]!r} and {value!r}")
+    out[key] = value
 
 
 @click.command()
