@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,16 +87,27 @@ class EarlyStopping:
 
 
 def new_run_dir(config: RunConfig) -> Path:
-    """A fresh folder under logging.output_dir named after the run."""
+    """Claim a fresh folder under logging.output_dir named after the run.
+
+    ``mkdir`` without ``exist_ok`` is the claim, so agents starting in the same
+    second never share a folder; a W&B sweep run's id makes the name unique too.
+    """
     root = Path(config.logging.output_dir)
-    name = config.logging.run_name or (
-        f"{config.model.kind.replace(':', '-')}-{config.data.source}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
-    path, n = root / name, 1
-    while path.exists() and any(path.iterdir()):
-        n += 1
-        path = root / f"{name}-{n}"
-    return path
+    stamp = os.environ.get("WANDB_RUN_ID") or f"{datetime.now():%Y%m%d-%H%M%S}"
+    name = config.logging.run_name or f"{config.model.kind.replace(':', '-')}-{config.data.source}-{stamp}"
+    for n in range(1, 10_000):
+        path = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(
+                f"cannot create the run folder {path} ({exc.strerror or exc}); "
+                "choose another with --output-dir or logging.output_dir"
+            ) from None
+    raise UserError(f"too many runs named {name!r} under {root}; set logging.run_name")
 
 
 def build_pipeline(config: RunConfig, device: torch.device, channels_last: bool = False) -> Pipeline:
@@ -331,8 +343,7 @@ def run(
                     "rng": _rng_state(loader_gen, augment_gen, hw),
                 },
             )
-            for sink in sinks:
-                sink.on_epoch(epoch, metrics)
+            _report_epoch(sinks, epoch, metrics)
             if tracker.should_stop:
                 status, reason = (
                     "early_stopped",
@@ -380,6 +391,18 @@ def run(
     if failure is not None:
         raise failure
     return result
+
+
+def _report_epoch(sinks: Sequence[Reporter], epoch: int, metrics: dict[str, float]) -> None:
+    """Tell every reporter; a StopRun from one (pruning) is raised after all have seen the epoch."""
+    stop: StopRun | None = None
+    for sink in sinks:
+        try:
+            sink.on_epoch(epoch, metrics)
+        except StopRun as exc:
+            stop = stop or exc
+    if stop is not None:
+        raise stop
 
 
 def _final_evaluation(

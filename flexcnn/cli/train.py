@@ -52,8 +52,9 @@ def train(
 ) -> None:
     """Train one model from CONFIG (YAML; defaults to the digits demo) and evaluate it."""
     from flexcnn.config import load_config
-    from flexcnn.errors import TrainingDiverged
+    from flexcnn.errors import RunFailed
     from flexcnn.run import run
+    from flexcnn.signals import sigterm_as_interrupt
 
     extra = list(overrides)
     if args_json is not None:
@@ -67,9 +68,11 @@ def train(
     config = load_config(config_path, extra)
     reporters = default_reporters(config)
     try:
-        result = run(config, reporters, run_dir=output_dir, resume=resume_dir is not None)
-    except TrainingDiverged as exc:
-        click.echo(f"error: {exc}", err=True)
+        # SIGTERM (docker stop, wandb agent, schedulers) stops as cleanly as Ctrl-C.
+        with sigterm_as_interrupt():
+            result = run(config, reporters, run_dir=output_dir, resume=resume_dir is not None)
+    except RunFailed as exc:
+        click.echo(f"error: run failed: {exc}", err=True)
         sys.exit(1)
     if result.status == "interrupted":
         sys.exit(130)
