@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torchmetrics.functional.classification as tmc
 from torch import Tensor
 
 
@@ -37,6 +36,10 @@ class ClassificationReport:
 
 def classification_report(probs: Tensor, targets: Tensor, loss: float, classes: list[str]) -> ClassificationReport:
     """Accuracy, macro P/R/F1, ROC-AUC, per-class metrics and the confusion matrix."""
+    # Imported here, not at module level: torchmetrics pulls in torchvision and more (about a
+    # second), which would otherwise delay every trial's first optimiser step.
+    import torchmetrics.functional.classification as tmc
+
     num = len(classes)
     probs, targets = probs.float().cpu(), targets.cpu()
     kw = {"num_classes": num}

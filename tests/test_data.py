@@ -69,8 +69,9 @@ def test_imagefolder_with_val_and_test(tmp_path: Path) -> None:
 
 def test_imagefolder_without_val_splits_train_stratified(tmp_path: Path) -> None:
     write_image_folder(tmp_path, {"a": 20, "b": 10})
-    splits = load_splits(_data("data.source=imagefolder", f"data.root={tmp_path}", "data.val_fraction=0.2",
-                               "data.channels=1"))
+    splits = load_splits(
+        _data("data.source=imagefolder", f"data.root={tmp_path}", "data.val_fraction=0.2", "data.channels=1")
+    )
     assert _sizes(splits) == (24, 6, 0)
     assert splits.class_counts("val") == [4, 2]
     assert splits.train.images.shape[1] == 1
@@ -79,13 +80,15 @@ def test_imagefolder_without_val_splits_train_stratified(tmp_path: Path) -> None
 
 def test_imagefolder_streams_when_over_the_memory_budget(tmp_path: Path) -> None:
     write_image_folder(tmp_path, {"a": 5, "b": 5}, splits=("train", "val"))
-    splits = load_splits(_data("data.source=imagefolder", f"data.root={tmp_path}", "data.resident=never",
-                               "data.image_size=12"))
+    splits = load_splits(
+        _data("data.source=imagefolder", f"data.root={tmp_path}", "data.resident=never", "data.image_size=12")
+    )
     assert isinstance(splits.train, StreamedImages)
     image, label = splits.train[0]
     assert image.shape == (3, 12, 12) and image.dtype == torch.uint8 and label == 0
-    loader = make_loader(splits.train, batch_size=4, device=torch.device("cpu"), train=False, resident=False,
-                         num_workers=0)
+    loader = make_loader(
+        splits.train, batch_size=4, device=torch.device("cpu"), train=False, resident=False, num_workers=0
+    )
     assert sum(len(y) for _, y in loader) == 10
 
 
@@ -137,12 +140,13 @@ def test_corrupt_image_is_named_or_skipped_with_a_warning(tmp_path: Path, caplog
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
     truncated = tmp_path / "train" / "a" / "truncated.png"
     truncated.write_bytes((tmp_path / "train" / "a" / "0.png").read_bytes()[:40])
-    with pytest.raises(DataError, match="broken.jpg|truncated.png") as err:
+    with pytest.raises(DataError, match=r"broken\.jpg|truncated\.png") as err:
         load_splits(_data("data.source=imagefolder", f"data.root={tmp_path}", "data.image_size=8"))
     assert "skip_corrupt" in str(err.value)
     with caplog.at_level(logging.WARNING):
-        splits = load_splits(_data("data.source=imagefolder", f"data.root={tmp_path}", "data.image_size=8",
-                                   "data.skip_corrupt=true"))
+        splits = load_splits(
+            _data("data.source=imagefolder", f"data.root={tmp_path}", "data.image_size=8", "data.skip_corrupt=true")
+        )
     assert len(splits.train) + len(splits.val) == 10
     assert "broken.jpg" in caplog.text and "truncated.png" in caplog.text
 
@@ -198,8 +202,18 @@ def test_torchvision_sets_offline_name_the_files(tmp_path: Path, name: str) -> N
 
 
 def test_every_source_is_listed() -> None:
-    assert {"digits", "mnist5k", "imagefolder", "fer2013_csv", "cifar10", "cifar100", "mnist",
-            "fashionmnist", "svhn", "fer2013"} <= set(available_sources())
+    assert {
+        "digits",
+        "mnist5k",
+        "imagefolder",
+        "fer2013_csv",
+        "cifar10",
+        "cifar100",
+        "mnist",
+        "fashionmnist",
+        "svhn",
+        "fer2013",
+    } <= set(available_sources())
 
 
 def test_limit_caps_training_images() -> None:
@@ -220,8 +234,9 @@ def test_channel_stats_match_numpy() -> None:
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_augmentation_keeps_shape_only_on_training_batches(preset: str) -> None:
     images = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    transform = BatchTransform(in_channels=1, out_channels=3, in_size=28, out_size=32, mean=(0.5,) * 3,
-                               std=(0.5,) * 3, preset=preset)
+    transform = BatchTransform(
+        in_channels=1, out_channels=3, in_size=28, out_size=32, mean=(0.5,) * 3, std=(0.5,) * 3, preset=preset
+    )
     evaluated = transform(images, train=False)
     assert evaluated.shape == (8, 3, 32, 32)
     assert torch.equal(evaluated, transform(images, train=False))  # eval is deterministic

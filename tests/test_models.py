@@ -32,9 +32,15 @@ def test_every_model_trains_on_1_and_3_channels_at_two_sizes(kind: str, channels
     request = input_request(cfg.model)
     spec = InputSpec(request.channels or channels, request.image_size or size, num_classes=5)
     adapter = build_model(cfg.model, spec)
-    transform = BatchTransform(in_channels=channels, out_channels=spec.channels, in_size=size,
-                               out_size=spec.image_size, mean=(0.5,) * spec.channels, std=(0.25,) * spec.channels,
-                               preset="standard")
+    transform = BatchTransform(
+        in_channels=channels,
+        out_channels=spec.channels,
+        in_size=size,
+        out_size=spec.image_size,
+        mean=(0.5,) * spec.channels,
+        std=(0.25,) * spec.channels,
+        preset="standard",
+    )
     images = torch.randint(0, 256, (4, channels, size, size), dtype=torch.uint8)
     adapter.train_mode()
     logits = adapter.module(transform(images, train=True))
@@ -49,7 +55,7 @@ def test_every_model_trains_on_1_and_3_channels_at_two_sizes(kind: str, channels
 def test_unknown_model_lists_the_available_ones() -> None:
     from flexcnn.models.registry import _entry
 
-    with pytest.raises(ConfigError, match="available: .*flexible_cnn"):
+    with pytest.raises(ConfigError, match=r"available: .*flexible_cnn"):
         _entry("resnet51")
 
 
@@ -72,10 +78,13 @@ def test_residual_uses_identity_or_projection() -> None:
 
 
 def test_batch_norm_and_dropout_switches() -> None:
-    on = FlexibleCNN(load_config(None, ["model.conv_dropout=0.3", "model.dense_dropout=0.5",
-                                        "model.num_filters=[4,4]"]).model, InputSpec(1, 8, 3))
-    off = FlexibleCNN(load_config(None, ["model.batch_norm=false", "model.num_filters=[4,4]"]).model,
-                      InputSpec(1, 8, 3))
+    on = FlexibleCNN(
+        load_config(None, ["model.conv_dropout=0.3", "model.dense_dropout=0.5", "model.num_filters=[4,4]"]).model,
+        InputSpec(1, 8, 3),
+    )
+    off = FlexibleCNN(
+        load_config(None, ["model.batch_norm=false", "model.num_filters=[4,4]"]).model, InputSpec(1, 8, 3)
+    )
     kinds_on = {type(m) for m in on.modules()}
     kinds_off = {type(m) for m in off.modules()}
     assert {torch.nn.BatchNorm2d, torch.nn.Dropout2d, torch.nn.Dropout} <= kinds_on
@@ -83,8 +92,16 @@ def test_batch_norm_and_dropout_switches() -> None:
 
 
 def test_flatten_head_and_per_block_kernels() -> None:
-    cfg = load_config(None, ["model.head=flatten", "model.num_filters=[4,8]", "model.kernel_size=[5,3]",
-                             "model.pool=avg", "model.dense_units=[10,6]"])
+    cfg = load_config(
+        None,
+        [
+            "model.head=flatten",
+            "model.num_filters=[4,8]",
+            "model.kernel_size=[5,3]",
+            "model.pool=avg",
+            "model.dense_units=[10,6]",
+        ],
+    )
     module = FlexibleCNN(cfg.model, InputSpec(3, 28, 7))
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.kernel_size for c in convs] == [(5, 5), (3, 3)]

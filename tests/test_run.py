@@ -42,16 +42,31 @@ def test_run_writes_a_reproducible_folder(tmp_path: Path) -> None:
     rec = Recorder()
     result = run(load_config(None, TINY), [rec], run_dir=tmp_path)
     assert result.status == "completed"
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "per_class.json", "confusion.png", "best.pt",
-                 "last.pt"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "per_class.json",
+        "confusion.png",
+        "best.pt",
+        "last.pt",
+    ):
         assert (tmp_path / name).is_file(), name
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     for key in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "epoch_seconds", "images_per_second"):
         assert all(key in r for r in rows)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    for key in ("test/acc", "test/f1_macro", "test/precision_macro", "test/recall_macro", "test/acc/7",
-                "best/val/acc", "params/total", "status"):
+    for key in (
+        "test/acc",
+        "test/f1_macro",
+        "test/precision_macro",
+        "test/recall_macro",
+        "test/acc/7",
+        "best/val/acc",
+        "params/total",
+        "status",
+    ):
         assert key in summary, key
     assert summary["best/val/acc"] == max(r["val/acc"] for r in rows)
     # the reporter saw the same numbers the files hold
@@ -118,17 +133,37 @@ def test_reporter_can_stop_the_run_as_pruned(tmp_path: Path) -> None:
 
 def test_early_stopping_stops_after_patience(tmp_path: Path) -> None:
     # lr so small that nothing improves after the first epoch or two
-    result = run(load_config(None, [*TINY, "train.epochs=30", "train.early_stopping=2", "optim.lr=1e-9",
-                                    "optim.scheduler=none", "train.monitor=val/loss"]), run_dir=tmp_path)
+    result = run(
+        load_config(
+            None,
+            [
+                *TINY,
+                "train.epochs=30",
+                "train.early_stopping=2",
+                "optim.lr=1e-9",
+                "optim.scheduler=none",
+                "train.monitor=val/loss",
+            ],
+        ),
+        run_dir=tmp_path,
+    )
     assert result.status == "early_stopped"
     assert len(result.history) < 30
     assert "test/acc" in result.summary
 
 
 def test_diverging_loss_stops_with_the_reason(tmp_path: Path) -> None:
-    overrides = [*TINY, "optim.name=sgd", "optim.lr=10", "optim.momentum=0.99", "model.batch_norm=false", "model.activation=elu",
-                 "optim.scheduler=none", "train.epochs=3"]
-    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+    overrides = [
+        *TINY,
+        "optim.name=sgd",
+        "optim.lr=10",
+        "optim.momentum=0.99",
+        "model.batch_norm=false",
+        "model.activation=elu",
+        "optim.scheduler=none",
+        "train.epochs=3",
+    ]
+    with pytest.raises(TrainingDiverged, match=r"lower optim\.lr"):
         run(load_config(None, overrides), run_dir=tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "nan" in summary["reason"].lower() + "inf"
@@ -138,9 +173,20 @@ def test_diverging_loss_stops_with_the_reason(tmp_path: Path) -> None:
 @pytest.mark.parametrize("scheduler", ["none", "step", "cosine", "onecycle", "plateau"])
 def test_every_optimiser_and_schedule_learns(tmp_path: Path, optimizer: str, scheduler: str) -> None:
     lr = {"sgd": 0.05, "rmsprop": 1e-3}.get(optimizer, 1e-2)
-    result = run(load_config(None, [*TINY, f"optim.name={optimizer}", f"optim.scheduler={scheduler}",
-                                    f"optim.lr={lr}", "optim.warmup_epochs=1", "optim.step_size=1"]),
-                 run_dir=tmp_path)
+    result = run(
+        load_config(
+            None,
+            [
+                *TINY,
+                f"optim.name={optimizer}",
+                f"optim.scheduler={scheduler}",
+                f"optim.lr={lr}",
+                "optim.warmup_epochs=1",
+                "optim.step_size=1",
+            ],
+        ),
+        run_dir=tmp_path,
+    )
     assert result.status == "completed"
     assert result.summary["test/acc"] > 0.2  # two short epochs: clearly above chance (0.1)
     assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]

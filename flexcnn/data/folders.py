@@ -2,6 +2,12 @@
 
 Images are decoded to one square size. A folder whose decoded images fit under
 ``data.resident_max_mb`` is decoded once into memory; a larger one streams.
+
+Decoded images go through a cache (``flexcnn.data.cache``) so that trials
+2..N of a sweep skip decoding: folders that fit in memory use it by default
+(``data.cache_dir``, else ``$FLEXCNN_CACHE/decoded``; its size is bounded by
+the same memory budget); streamed folders use it when ``data.cache_dir`` is
+set, and then read batches from the map instead of decoding every epoch.
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flexcnn.config import DataConfig
 from flexcnn.data.base import DataSplits, ImageTensors, Split, StreamedImages
-from flexcnn.data.decode import IMAGE_EXTENSIONS, CorruptImage, decode_image
+from flexcnn.data.cache import CachedImages, decoded_images, default_cache_dir
+from flexcnn.data.decode import IMAGE_EXTENSIONS, decode_files
 from flexcnn.data.sources import Target, source
 from flexcnn.data.splits import stratified_split
 from flexcnn.errors import DataError
@@ -40,22 +48,63 @@ def scan_split(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     return [p.name for p in class_dirs], files, labels
 
 
-def decode_all(files: list[Path], labels: list[int], size: int, channels: int, *, skip_corrupt: bool) -> ImageTensors:
-    """Decode every file into one uint8 tensor; corrupt files raise or are skipped."""
-    out = torch.empty((len(files), channels, size, size), dtype=torch.uint8)
-    kept: list[int] = []
-    for i, path in enumerate(files):
-        try:
-            out[len(kept)] = decode_image(path, size, channels)
-        except CorruptImage as exc:
-            if not skip_corrupt:
-                raise
-            log.warning("skipping unreadable image %s (%s)", path, exc.__cause__ or "decode failed")
-            continue
-        kept.append(labels[i])
-    if not kept:
+def decode_all(
+    files: list[Path],
+    labels: list[int],
+    size: int,
+    channels: int,
+    *,
+    skip_corrupt: bool,
+    cache_dir: Path | None = None,
+) -> ImageTensors:
+    """Decode every file into one uint8 tensor (through the cache when given); corrupt files raise or are skipped."""
+    if cache_dir is not None:
+        cached = decoded_images(cache_dir, files, size, channels, skip_corrupt=skip_corrupt, verify=True)
+        if cached is not None:
+            rows = cached.kept_rows(files, skip_corrupt=skip_corrupt)
+            return _tensors(cached.tensor(rows), [labels[i] for i in rows.tolist()])
+    images = np.empty((len(files), channels, size, size), dtype=np.uint8)
+    bad = decode_files(files, images, size, channels, stop_on_error=not skip_corrupt)
+    for row, why in sorted(bad.items()):
+        log.warning("skipping unreadable image %s (%s)", files[row], why)
+    if bad:
+        keep = [i for i in range(len(files)) if i not in bad]
+        return _tensors(torch.from_numpy(images[keep]), [labels[i] for i in keep])
+    return _tensors(torch.from_numpy(images), labels)
+
+
+def _tensors(images: torch.Tensor, labels: list[int]) -> ImageTensors:
+    if not labels:
         raise DataError("no readable images left after skipping corrupt files")
-    return ImageTensors(out[: len(kept)].clone(), torch.tensor(kept, dtype=torch.int64))
+    return ImageTensors(images, torch.tensor(labels, dtype=torch.int64))
+
+
+def stream_split(
+    files: list[Path],
+    labels: list[int],
+    size: int,
+    channels: int,
+    *,
+    skip_corrupt: bool,
+    cache_dir: Path | None = None,
+) -> StreamedImages:
+    """A split decoded per item, or read per batch from the decoded-image cache when ``cache_dir`` is given."""
+    if cache_dir is not None:
+        cached = decoded_images(cache_dir, files, size, channels, skip_corrupt=skip_corrupt, verify=False)
+        if cached is not None:
+            rows = cached.kept_rows(files, skip_corrupt=skip_corrupt)
+            if not len(rows):
+                raise DataError("no readable images left after skipping corrupt files")
+            picked = rows.tolist()
+            return CachedImages(
+                [files[i] for i in picked],
+                [labels[i] for i in picked],
+                size=size,
+                channels=channels,
+                cache_path=cached.path,
+                rows=rows,
+            )
+    return StreamedImages(files, labels, size=size, channels=channels)
 
 
 @source("imagefolder", "a folder with train/ (and optional val/, test/) class subfolders")
@@ -86,10 +135,16 @@ def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
     resident_bytes = total * channels * size * size
     stream = cfg.resident == "never" or (cfg.resident == "auto" and resident_bytes > cfg.resident_max_mb * 2**20)
 
+    # The cache trades disk for decoding time: bounded by the memory budget for folders
+    # held in memory, so it is on by default there; a streamed folder may be any size.
+    cache_dir = cfg.cache_dir if cfg.cache_dir is not None else (None if stream else default_cache_dir())
+
     def make(split_files: list[Path], split_labels: list[int]) -> Split:
         if stream:
-            return StreamedImages(split_files, split_labels, size=size, channels=channels)
-        return decode_all(split_files, split_labels, size, channels, skip_corrupt=cfg.skip_corrupt)
+            return stream_split(
+                split_files, split_labels, size, channels, skip_corrupt=cfg.skip_corrupt, cache_dir=cache_dir
+            )
+        return decode_all(split_files, split_labels, size, channels, skip_corrupt=cfg.skip_corrupt, cache_dir=cache_dir)
 
     train = make(files, labels)
     val = make(*held["val"]) if "val" in held else None

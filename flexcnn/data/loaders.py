@@ -2,17 +2,19 @@
 
 In-memory splits are indexed directly on the device (no DataLoader, no worker
 processes, no per-image Python); streamed folders go through a DataLoader
-whose workers decode files.
+whose workers decode files, or, when the folder has a decoded-image cache,
+read whole batches from its memory map.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from flexcnn.data.base import ImageTensors, Split
 
@@ -72,8 +74,28 @@ class _Sampler(torch.utils.data.Sampler[int]):
         return iter(_order(self.n, self.shuffle, self.weights, self.generator).tolist())
 
 
+class _BatchReads(Dataset[Batch]):
+    """Items are whole batches: ``data.read_batch(indices)`` (one fancy-indexed read, no per-image Python)."""
+
+    def __init__(self, data: Split) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: list[int]) -> Batch:
+        return self.data.read_batch(index)  # type: ignore[union-attr]
+
+
 class StreamingLoader:
-    """A DataLoader over a split, moving each uint8 batch to ``device``."""
+    """A DataLoader over a split, moving each uint8 batch to ``device``.
+
+    Pinned memory on CUDA (so the copy is asynchronous), persistent workers (no
+    start-up per epoch) and 4 batches in flight per worker. Splits that can
+    read a whole batch at once (a decoded-image cache) are read batch by batch,
+    in this process by default: a memory-mapped read costs less than shipping
+    the batch from a worker process.
+    """
 
     def __init__(
         self,
@@ -87,16 +109,25 @@ class StreamingLoader:
         weights: Tensor | None = None,
         num_workers: int | str = "auto",
     ) -> None:
-        dataset = _TensorItems(data) if isinstance(data, ImageTensors) else data
-        workers = default_workers() if num_workers == "auto" else int(num_workers)
         self.device = device
+        sampler = _Sampler(len(data), shuffle, weights, generator)
+        common: dict[str, Any] = {"pin_memory": device.type == "cuda"}
+        if hasattr(data, "read_batch"):
+            workers = 0 if num_workers == "auto" else int(num_workers)
+            dataset: Dataset[Any] = _BatchReads(data)
+            batching: dict[str, Any] = {
+                "batch_size": None,
+                "sampler": BatchSampler(sampler, batch_size, drop_last),
+            }
+        else:
+            workers = default_workers() if num_workers == "auto" else int(num_workers)
+            dataset = _TensorItems(data) if isinstance(data, ImageTensors) else data
+            batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
         self.loader = DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=_Sampler(len(dataset), shuffle, weights, generator),
-            drop_last=drop_last,
+            **batching,
+            **common,
             num_workers=workers,
-            pin_memory=device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
         )

@@ -93,13 +93,30 @@ def _load_builtins() -> None:
 
 @source("digits", "scikit-learn's 1,797 8x8 handwritten digits (embedded; the demo default)")
 def load_digits(cfg: DataConfig, target: Target) -> DataSplits:
+    table = _digits_table()
+    # Pixel values are 0..16; scale to the 0..255 range every other source uses.
+    images = torch.from_numpy((table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(table[:, -1].astype(np.int64))
+    return split_tensors(images, labels, cfg, [str(c) for c in range(10)])
+
+
+def _digits_table() -> np.ndarray:
+    """scikit-learn's digits.csv.gz (64 pixels, then the label, per row), read as its load_digits() reads it.
+
+    Read straight from the installed package: importing sklearn costs about a second per trial.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                return np.loadtxt(fh, delimiter=",")
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()
-    # Pixel values are 0..16; scale to the 0..255 range every other source uses.
-    images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
-    labels = torch.from_numpy(bunch.target.astype(np.int64))
-    return split_tensors(images, labels, cfg, [str(c) for c in bunch.target_names])
+    return np.column_stack([bunch.data, bunch.target])
 
 
 def mnist5k_path() -> Path:

@@ -19,7 +19,11 @@ _SETS: dict[str, tuple[str, str, str]] = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py/ (from cifar-10-python.tar.gz)", "train"),
     "cifar100": ("CIFAR100", "cifar-100-python/ (from cifar-100-python.tar.gz)", "train"),
     "mnist": ("MNIST", "MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (unzipped)", "train"),
-    "fashionmnist": ("FashionMNIST", "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (unzipped)", "train"),
+    "fashionmnist": (
+        "FashionMNIST",
+        "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte (unzipped)",
+        "train",
+    ),
     "svhn": ("SVHN", "train_32x32.mat and test_32x32.mat", "split"),
     "fer2013": ("FER2013", "fer2013/train.csv and fer2013/test.csv (from Kaggle; no download)", "split"),
 }
