@@ -30,6 +30,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file 0600; a run folder on a shared machine is as readable as any new file.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -38,6 +40,15 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -50,7 +61,18 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Save a checkpoint dict (tensors and plain data only) atomically."""
-    atomic_write(path, lambda fh: torch.save({"format": FORMAT_VERSION, **state}, fh))
+
+    def write(fh: IO[bytes]) -> None:
+        try:
+            torch.save({"format": FORMAT_VERSION, **state}, fh)
+        except RuntimeError as exc:
+            # A failed write (full disk, `ulimit -f`) surfaces as a RuntimeError from closing torch's
+            # zip writer; the OSError it hides is the real cause, and run() records it as StorageFull.
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from None
+            raise
+
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -70,8 +92,10 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
             f"refusing checkpoint {path}: it holds objects other than tensors and plain data "
             f"(possibly code), and is only loaded with weights_only=True ({str(exc).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {exc}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError) as exc:
+        # A file that is not a torch archive at all (text, another format) fails deep inside the
+        # unpickler with whatever error its first bytes happen to provoke.
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {type(exc).__name__}: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "model" not in state:
         raise CheckpointError(f"{path} is not a flexcnn checkpoint (no 'format'={FORMAT_VERSION} and 'model')")
     return state

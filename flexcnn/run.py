@@ -176,9 +176,13 @@ def run(
     started = time.perf_counter()
     hw = resolve_hardware(config.train)
     torch.manual_seed(config.train.seed)
-    out = Path(run_dir) if run_dir is not None else new_run_dir(config)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    resume_state = _resume_state(out, config) if resume else None
+    if resume and run_dir is None:
+        raise CheckpointError("cannot resume: name the run folder to continue (--resume RUN_DIR)")
+    if run_dir is None:
+        # Fail fast on an unwritable output_dir, but claim the run folder only once data and
+        # model are built: a data or config mistake must not leave an empty run folder behind.
+        _ensure_writable(Path(config.logging.output_dir))
+    resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
     pipe = build_pipeline(config, hw.device, hw.channels_last)
     module = pipe.adapter.module.to(hw.device)
@@ -249,6 +253,8 @@ def run(
         if scaler is not None and resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
 
+    out = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    last_path, best_path = out / "last.pt", out / "best.pt"
     _ensure_writable(out)
     files = FilesReporter(out)
     sinks: list[Reporter] = [files, *reporters]
@@ -524,6 +530,9 @@ def _ensure_writable(run_dir: Path) -> None:
 
 def _resume_state(run_dir: Path, config: RunConfig) -> dict[str, Any]:
     path = run_dir / "last.pt"
+    # A SIGKILL in the middle of an atomic write leaves its temporary file; the target is intact.
+    for stale in run_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist (is {run_dir} a flexcnn run folder?)")
     state = load_checkpoint(path)
