@@ -11,13 +11,18 @@ $(CURDIR)/.tools/bin/uv:
 	.tools/bin/python -m pip install --quiet uv
 
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	# Compiled bytecode: every trial, worker and test subprocess imports torch; without .pyc
+	# files (e.g. under PYTHONDONTWRITEBYTECODE) each import recompiles it.
+	$(UV) sync --frozen --compile-bytecode
 	touch $@
 
 setup: .venv/.synced
 
+# A small Optuna study on the embedded digits set: 2 workers, TPE + hyperband pruning, every
+# trial an offline W&B run (runs/<study>/trial-N/wandb), ending with the leaderboard.
 demo: setup
-	$(UV) run --frozen flexcnn train configs/demo-digits.yaml
+	$(UV) run --frozen flexcnn optuna run sweeps/demo.yaml --study demo-$$(date +%Y%m%d-%H%M%S) \
+		--storage runs/optuna-demo.log --workers 2 --wandb-mode offline
 
 test: setup
 	$(UV) run --frozen ruff check .

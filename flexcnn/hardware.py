@@ -83,7 +83,7 @@ def worker_env(threads: int) -> dict[str, str]:
     ``OMP_WAIT_POLICY=PASSIVE`` makes idle OpenMP threads sleep instead of
     spinning: where processes share cores, spinning threads burn the time
     the others need (on a 2-core machine shared with 4 busy processes,
-    mnist5k training went from 220 to 740 img/s with it; docs/speed.md).
+    mnist5k training went from 220 to 740 img/s with it; README, "Speed").
     """
     return {"FLEXCNN_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
 

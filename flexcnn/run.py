@@ -181,7 +181,7 @@ def run(
     if run_dir is None:
         # Fail fast on an unwritable output_dir, but claim the run folder only once data and
         # model are built: a data or config mistake must not leave an empty run folder behind.
-        _ensure_writable(Path(config.logging.output_dir))
+        _check_output_dir(Path(config.logging.output_dir))
     resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
     pipe = build_pipeline(config, hw.device, hw.channels_last)
@@ -512,6 +512,18 @@ def _restore_rng(
     augment_gen.set_state(state["augment"])
     if hw.device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], hw.device)
+
+
+def _check_output_dir(root: Path) -> None:
+    """Fail fast, creating nothing, when ``root`` (or the folder it would be made in) is not writable."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(
+            f"cannot write the run folder under {root} ({existing} is not a writable folder); "
+            "choose another with --output-dir or logging.output_dir"
+        )
 
 
 def _ensure_writable(run_dir: Path) -> None:

@@ -13,8 +13,13 @@ from tests.conftest import REPO
 
 
 def write_image_folder(
-    root: Path, classes: dict[str, int], *, size: int = 20, splits: tuple[str, ...] = ("train",),
-    mode: str = "RGB", seed: int = 0,
+    root: Path,
+    classes: dict[str, int],
+    *,
+    size: int = 20,
+    splits: tuple[str, ...] = ("train",),
+    mode: str = "RGB",
+    seed: int = 0,
 ) -> Path:
     """Write ``root/<split>/<class>/<i>.png`` with class-dependent colours (learnable)."""
     rng = np.random.default_rng(seed)
@@ -41,10 +46,15 @@ def write_fer_csv(path: Path, rows_per_usage: dict[str, int], seed: int = 0) -> 
     return path
 
 
-def flexcnn_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def flexcnn_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the real console entry point in a subprocess (exit codes and stderr as a user sees them)."""
     return subprocess.run(
-        [sys.executable, "-m", "flexcnn", *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "flexcnn", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )

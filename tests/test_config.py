@@ -88,8 +88,12 @@ def test_yaml_then_overrides_merge_without_dropping_siblings(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("org", "expected"),
-    [("same", [32, 32, 32, 32, 32]), ("double", [32, 64, 128, 256, 512]), ("half", [32, 16, 8, 4, 2]),
-     ("scale", [32, 64, 128, 256, 512])],
+    [
+        ("same", [32, 32, 32, 32, 32]),
+        ("double", [32, 64, 128, 256, 512]),
+        ("half", [32, 16, 8, 4, 2]),
+        ("scale", [32, 64, 128, 256, 512]),
+    ],
 )
 def test_filter_organisations(org: str, expected: list[int]) -> None:
     assert FlexibleCNNConfig(filter_organization=org, base_filters=32, num_blocks=5).filters() == expected

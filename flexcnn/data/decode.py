@@ -62,7 +62,7 @@ def decode_workers(n_files: int) -> int:
 
     One worker process decodes no faster than this process does, and on two
     cores it competes with training; a thread pool gained nothing on 64 px
-    JPEGs (PIL's per-file Python holds the GIL); see docs/speed.md.
+    JPEGs (PIL's per-file Python holds the GIL); see README, "Speed".
     """
     from flexcnn.data.loaders import default_workers
 

@@ -1,0 +1,108 @@
+"""What each agent child runs and with which environment.
+
+The children are started with this interpreter (``python -m flexcnn``,
+``python -m wandb``) so they use the same installation as the parent, inside
+or outside a container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from flexcnn.agents.supervisor import ChildSpec
+from flexcnn.errors import UserError
+
+# NAME_FILE -> NAME for the secrets a child may need: a Docker/Kubernetes secret
+# mounted as a file keeps the value out of `docker inspect` and the image.
+SECRET_FILE_VARS = ("WANDB_API_KEY", "PGPASSWORD")
+
+
+def flexcnn_argv(*args: str) -> list[str]:
+    """``flexcnn ARGS`` run by the current interpreter."""
+    return [sys.executable, "-m", "flexcnn", *args]
+
+
+def optuna_worker_argv(
+    sweep: Path | str,
+    *,
+    study: str | None,
+    storage: str | None,
+    n_trials: int | None = None,
+    threads: int | None = None,
+) -> list[str]:
+    """The ``flexcnn optuna worker`` command line one Optuna agent runs (None: the worker's default)."""
+    argv = flexcnn_argv("optuna", "worker", str(sweep))
+    for flag, value in (("--study", study), ("--storage", storage), ("--n-trials", n_trials), ("--threads", threads)):
+        if value:
+            argv += [flag, str(value)]
+    return argv
+
+
+def threads_per_agent(agents: int) -> int:
+    """This process's CPUs shared out between ``agents`` workers (at least one each)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours taskset/cgroup cpusets, unlike os.cpu_count()
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, agents))
+
+
+def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
+    """The ``wandb agent`` command line one W&B agent runs."""
+    argv = [sys.executable, "-m", "wandb", "agent"]
+    if count is not None:
+        argv += ["--count", str(count)]
+    return [*argv, sweep_id]
+
+
+def resolve_secret_files(env: Mapping[str, str], names: Sequence[str] = SECRET_FILE_VARS) -> dict[str, str]:
+    """A copy of ``env`` where each ``NAME_FILE`` is read into ``NAME`` (the value itself is never logged)."""
+    out = dict(env)
+    for name in names:
+        path = env.get(f"{name}_FILE")
+        if not path:
+            continue
+        if env.get(name):
+            raise UserError(f"both {name} and {name}_FILE are set; set only one of them")
+        try:
+            value = Path(path).read_text().strip()
+        except OSError as exc:
+            raise UserError(f"{name}_FILE={path}: cannot read the secret file ({exc.strerror or exc})") from None
+        if not value:
+            raise UserError(f"{name}_FILE={path}: the secret file is empty")
+        out[name] = value
+    return out
+
+
+def slot_name(gpu: str) -> str:
+    """A short log prefix: ``gpu0``, or the start of a GPU/MIG UUID."""
+    return f"gpu{gpu}" if gpu.isdigit() else re.sub(r"[^0-9A-Za-z-]", "", gpu)[:12]
+
+
+def child_env(base: Mapping[str, str], gpu: str, slot: int) -> dict[str, str]:
+    """``base`` plus what pins a child to one GPU and keeps its output prompt."""
+    env = dict(base)
+    env["CUDA_VISIBLE_DEVICES"] = gpu
+    # nvidia-smi numbers GPUs by PCI bus; CUDA's default (fastest first) may differ.
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixed log as they are printed
+    env["FLEXCNN_AGENT_SLOT"] = str(slot)
+    # The sweep's `command` calls `flexcnn`; make sure it is this installation's.
+    bindir = str(Path(sys.executable).parent)
+    path = env.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = os.pathsep.join([bindir, path]) if path else bindir
+    return env
+
+
+def agent_specs(argv: Sequence[str], gpus: Sequence[str], env: Mapping[str, str] | None = None) -> list[ChildSpec]:
+    """One :class:`ChildSpec` per GPU, all running ``argv``."""
+    base = resolve_secret_files(os.environ if env is None else env)
+    return [
+        ChildSpec(name=slot_name(gpu), argv=tuple(argv), env=child_env(base, gpu, slot))
+        for slot, gpu in enumerate(gpus)
+    ]

@@ -1,0 +1,230 @@
+"""``flexcnn optuna run|worker|status|best``: Optuna studies driven by W&B sweep YAMLs."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    import optuna
+
+    from flexcnn.search.workers import WorkerOptions
+
+STORAGE_HELP = (
+    "Study storage: a journal file (PATH.log, PATH.journal, journal:PATH; default ./optuna-journal.log), "
+    "sqlite:///PATH, or postgresql://USER:PASS@HOST/DB for many machines."
+)
+
+sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
+study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
+storage_option = click.option("--storage", metavar="URL", help=STORAGE_HELP)
+
+
+def _trial_options(func):  # type: ignore[no-untyped-def]
+    """Options shared by ``run`` and ``worker``."""
+    options = [
+        sweep_argument,
+        study_option,
+        storage_option,
+        click.option("--n-trials", type=click.IntRange(min=1), help="Finished trials to reach (default: run_cap)."),
+        click.option(
+            "--timeout", type=click.FloatRange(min=1), metavar="SECONDS", help="Stop starting trials after this."
+        ),
+        click.option(
+            "--sampler",
+            type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc", "grid"]),
+            help="Override the sampler (default from method: grid, random, bayes=tpe).",
+        ),
+        click.option(
+            "--pruner",
+            type=click.Choice(["median", "percentile", "successive_halving", "hyperband", "none"]),
+            help="Override the pruner (default: hyperband when early_terminate is set, else none).",
+        ),
+        click.option(
+            "--wandb-mode",
+            type=click.Choice(["auto", "online", "offline", "disabled"]),
+            help="One W&B run per trial, grouped by study (default: the config's logging.wandb.mode).",
+        ),
+        click.option("--seed", type=int, help="Sampler seed (worker k uses seed+k); trials keep their config seed."),
+        click.option(
+            "--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers)."
+        ),
+        click.option(
+            "--max-failures",
+            type=click.IntRange(min=1),
+            default=5,
+            show_default=True,
+            help="A worker stops after this many consecutive failed trials.",
+        ),
+        click.option(
+            "--heartbeat",
+            type=click.IntRange(min=1),
+            default=30,
+            show_default=True,
+            metavar="SECONDS",
+            help="RDB storages: heartbeat interval; a trial silent for 3x this is failed and re-queued.",
+        ),
+        click.option(
+            "--output-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Trial folders go in OUTPUT_DIR/<study>/trial-<n> (default: the config's logging.output_dir).",
+        ),
+    ]
+    for option in reversed(options):  # decorators apply bottom-up; keep the help in this order
+        func = option(func)
+    return func
+
+
+@click.group("optuna")
+def optuna_group() -> None:
+    """Optuna studies from a W&B sweep YAML: pruning, parallel workers, shared storage, no W&B server needed."""
+
+
+@optuna_group.command("run")
+@_trial_options
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes here.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows at the end.")
+def run_command(workers: int, top: int, **kwargs: object) -> None:
+    """Run the study for SWEEP.yaml with K worker processes, then print the leaderboard."""
+    from flexcnn.search.storage import open_storage, parse_storage
+    from flexcnn.search.study import join_plan, open_study
+    from flexcnn.search.sweep_file import load_sweep
+    from flexcnn.search.workers import default_threads, describe_storage, run_workers
+
+    opts = _worker_options(kwargs)
+    if opts.threads is None:
+        opts.threads = default_threads(workers)
+    spec = parse_storage(opts.storage)
+    # Children get an unambiguous URL: journal:ABSOLUTE_PATH works whatever the file's suffix.
+    opts.storage = spec.url if spec.kind == "rdb" else f"journal:{Path(spec.url).resolve()}"
+    sweep = load_sweep(opts.sweep_path)
+    name = opts.study_name or sweep.default_study_name
+    opts.study_name = name
+    storage = open_storage(spec)
+    plan = join_plan(storage, name, sweep, n_trials=opts.n_trials, sampler=opts.sampler, pruner=opts.pruner)
+    study = open_study(storage, name, plan, update_budget=opts.n_trials is not None)
+    # Workers read these back from the study; passing them keeps every worker on one plan.
+    opts.n_trials, opts.sampler, opts.pruner = plan.settings.n_trials, plan.settings.sampler, plan.settings.pruner
+    click.echo(
+        f"study {name!r} on {describe_storage(spec)}: {plan.settings.metric} ({plan.settings.direction}), "
+        f"sampler {plan.settings.sampler}, pruner {plan.settings.pruner}, {plan.settings.n_trials} trials, "
+        f"{workers} worker(s) x {opts.threads} thread(s)"
+    )
+    click.echo(f"dashboard: {spec.dashboard_command()}")
+    code = run_workers(opts, workers, study)
+    _print_summary(study, top)
+    if code:
+        sys.exit(code)
+
+
+@optuna_group.command("worker")
+@_trial_options
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, hidden=True)
+@click.option("--label", default=None, hidden=True)
+def worker_command(worker_index: int, label: str | None, **kwargs: object) -> None:
+    """Join (or create) the study and run its trials in this process until it has N finished trials.
+
+    Start one per GPU or machine against a shared storage. SIGTERM lets the
+    current trial finish its epoch, records and re-queues it, and exits 0.
+    """
+    import socket
+
+    from flexcnn.search.workers import install_stop_handlers, run_worker
+
+    opts = _worker_options(kwargs)
+    opts.worker_index = worker_index
+    opts.label = label or f"{socket.gethostname()}:{worker_index}"
+    stop = threading.Event()
+    install_stop_handlers(stop, label=opts.label)
+    report = run_worker(opts, stop)
+    ran = ", ".join(f"{v} {k}" for k, v in sorted(report.ran.items())) or "no trials"
+    click.echo(f"[{opts.label}] done ({ran}): {report.reason}")
+    if report.exit_code:
+        sys.exit(report.exit_code)
+
+
+@optuna_group.command("status")
+@storage_option
+@study_option
+def status_command(storage: str | None, study_name: str | None) -> None:
+    """Trials by state (all studies in the storage when --study is not given)."""
+    import optuna
+
+    from flexcnn.search.storage import open_storage, parse_storage
+    from flexcnn.search.study import format_counts, load_study, state_counts, stored_settings
+
+    backend = open_storage(parse_storage(storage), create=False)
+    names = [study_name] if study_name else optuna.get_all_study_names(backend)
+    if not names:
+        click.echo("no studies in this storage")
+        return
+    for name in names:
+        study = load_study(backend, name)
+        settings = stored_settings(study)
+        counts = state_counts(study)
+        click.echo(f"{name}: {format_counts(counts, settings.n_trials if settings else None)}")
+        values = [t.value for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if values and settings:
+            best = max(values) if settings.direction == "maximize" else min(values)  # type: ignore[type-var]
+            click.echo(f"  best {settings.metric} {best:.4f}")
+        for t in study.get_trials(deepcopy=False):
+            if t.state.name == "RUNNING":
+                owner = t.user_attrs.get("worker") or {}
+                where = f"{owner.get('label', '?')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')})"
+                click.echo(f"  trial {t.number} running on {where}, {len(t.intermediate_values)} epoch(s) reported")
+
+
+@optuna_group.command("best")
+@storage_option
+@study_option
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the table.")
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the best trial's full config here; `flexcnn train FILE` reproduces it.",
+)
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Export this trial instead of the best.")
+def best_command(
+    storage: str | None, study_name: str | None, top: int, export_path: Path | None, trial_number: int | None
+) -> None:
+    """The top trials as a table; --export writes the best one as a config file."""
+    from flexcnn.errors import UserError
+    from flexcnn.search.export import pick_trial, write_export
+    from flexcnn.search.storage import open_storage, parse_storage
+    from flexcnn.search.study import load_study
+
+    backend = open_storage(parse_storage(storage), create=False)
+    if study_name is None:
+        import optuna
+
+        names = optuna.get_all_study_names(backend)
+        if len(names) != 1:
+            raise UserError(f"give --study NAME (studies in this storage: {', '.join(names) or 'none'})")
+        study_name = names[0]
+    study = load_study(backend, study_name)
+    _print_summary(study, top)
+    if export_path is not None:
+        trial = pick_trial(study, trial_number)
+        write_export(export_path, study, trial)
+        click.echo(f"wrote trial {trial.number}'s config to {export_path}; reproduce with: flexcnn train {export_path}")
+
+
+def _print_summary(study: optuna.Study, top: int) -> None:
+    from flexcnn.search.study import format_counts, format_leaderboard, leaderboard, state_counts, stored_settings
+
+    settings = stored_settings(study)
+    metric = settings.metric if settings else "value"
+    counts = format_counts(state_counts(study), settings.n_trials if settings else None)
+    click.echo(f"\nstudy {study.study_name!r}: {counts}")
+    click.echo(format_leaderboard(leaderboard(study, top), metric))
+
+
+def _worker_options(kwargs: dict[str, object]) -> WorkerOptions:
+    from flexcnn.search.workers import WorkerOptions
+
+    return WorkerOptions(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,217 @@
+"""One Optuna trial = one ``run()`` of the base config with the trial's parameters.
+
+The trial records what it needs to be found, resumed and reproduced later, as
+user attributes: ``trial`` (its number; copied into a re-queued trial, so the
+copy knows which run it continues), ``params`` (decoded dotted overrides),
+``config`` (the full resolved config), ``run_dir``, ``worker`` (host, pid,
+label), and at the end ``status``, ``reason``, ``epochs``, ``best_epoch`` and a
+few summary figures.
+
+Outcomes: completed or early-stopped -> the best value of the metric over the
+epochs (what best.pt holds); pruned -> ``optuna.TrialPruned``; a NaN loss, an
+invalid parameter combination or any other exception -> ``TrialFailed`` (Optuna
+records FAIL and the worker goes on); stopped by the worker (SIGTERM/Ctrl-C)
+-> ``WorkerStopping``, recorded FAIL and re-queued by the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from flexcnn.config import RunConfig, validate_config
+from flexcnn.errors import CheckpointError, RunFailed, TrainingDiverged, UserError
+from flexcnn.reporters.base import BaseReporter, Reporter, RunInfo, RunResult, StopRun
+from flexcnn.reporters.optuna import OptunaPruningReporter
+from flexcnn.search.space import SearchSpace, apply_overrides, format_value
+from flexcnn.search.storage import StorageError
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+HOST = socket.gethostname()
+SUMMARY_KEYS = ("test/acc", "test/f1_macro", "val/acc", "best/val/acc", "seconds")
+
+
+class TrialFailed(Exception):
+    """The trial could not produce a value: a NaN loss, an invalid config, a crash; the reason says which."""
+
+
+class WorkerStopping(Exception):
+    """The worker was asked to stop (SIGTERM, Ctrl-C) and cut the trial short after an epoch."""
+
+
+class StopFlagReporter(BaseReporter):
+    """Ends the run after the current epoch once ``flag`` is set (the worker was asked to stop)."""
+
+    def __init__(self, flag: threading.Event) -> None:
+        self.flag = flag
+        self.epochs = 0
+
+    def on_start(self, info: RunInfo) -> None:
+        self.epochs = info.config.train.epochs
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        # After the last epoch only the test evaluation is left: finishing beats re-queueing.
+        if self.flag.is_set() and epoch + 1 < self.epochs:
+            raise StopRun("interrupted", f"worker asked to stop after epoch {epoch + 1}")
+
+
+@dataclass
+class TrialSettings:
+    """What every trial of one worker shares."""
+
+    study_name: str
+    metric: str
+    base_tree: dict[str, Any]
+    space: SearchSpace
+    output_root: Path  # trial folders go in output_root/trial-<n>
+    label: str = "w0"
+    threads: int | None = None
+    wandb_mode: str | None = None  # None: the config's logging.wandb.mode
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class Objective:
+    """Callable for ``study.optimize``: builds the trial's config, trains it, returns the metric."""
+
+    def __init__(self, settings: TrialSettings, say: Any = print) -> None:
+        self.settings = settings
+        self.say = say
+
+    def __call__(self, trial: optuna.trial.Trial) -> float:
+        import optuna
+
+        s = self.settings
+        # Owner first: until this is written, a re-queued copy still names the dead worker it came from.
+        trial.set_user_attr("worker", {"host": HOST, "pid": os.getpid(), "label": s.label})
+        inherited = dict(trial.user_attrs)  # more than "worker" only for a re-queued copy of an earlier trial
+        retry_of = inherited.get("trial")
+        trial.set_user_attr("trial", trial.number)
+        params = s.space.suggest(trial)
+        trial.set_user_attr("params", params)
+        shown = "  ".join(f"{k}={format_value(v)}" for k, v in params.items())
+        again = f" (re-run of trial {retry_of})" if retry_of is not None else ""
+        self.say(f"[{s.label}] trial {trial.number} start{again}: {shown}")
+
+        try:
+            config = self.trial_config(params)
+        except UserError as exc:
+            self._fail(trial, f"invalid parameter combination: {exc}")
+        trial.set_user_attr("config", config.to_dict())
+
+        run_dir, resume = self._run_dir(trial, inherited)
+        trial.set_user_attr("run_dir", str(run_dir))
+        reporters = self._reporters(trial, config, params, retry_of)
+        try:
+            result = self._run(config, reporters, run_dir, resume, trial.number)
+        except TrainingDiverged as exc:
+            self._fail(trial, f"training diverged: {exc}")
+        except RunFailed as exc:  # out of memory, disk full: the message says what to change
+            self._fail(trial, str(exc))
+        except StorageError:
+            raise  # the study's storage is gone: nothing to record there; the worker stops
+        except UserError as exc:
+            self._fail(trial, str(exc))
+        except Exception as exc:
+            log.exception("trial %s crashed", trial.number)
+            self._fail(trial, f"{type(exc).__name__}: {exc}")
+
+        self._record(trial, result)
+        if result.status == "pruned":
+            raise optuna.TrialPruned(result.reason)
+        if result.status == "interrupted":
+            raise WorkerStopping(result.reason or "interrupted")
+        if not result.ok or result.best_value is None:
+            self._fail(trial, result.reason or f"run ended with status {result.status}")
+        return float(result.best_value)
+
+    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
+        """The base config with ``params`` applied, monitoring the study's metric."""
+        s = self.settings
+        tree = apply_overrides(s.base_tree, params)
+        tree.setdefault("train", {})["monitor"] = s.metric
+        tree.setdefault("logging", {})["progress"] = False
+        if s.threads is not None and tree["train"].get("threads") is None:
+            tree["train"]["threads"] = s.threads
+        return validate_config(tree, source="trial config")
+
+    def _run_dir(self, trial: optuna.trial.Trial, inherited: Mapping[str, Any]) -> tuple[Path, bool]:
+        """A re-queued trial continues its predecessor's folder from last.pt; others start fresh."""
+        previous = inherited.get("run_dir")
+        if previous and (Path(previous) / "last.pt").is_file():
+            trial.set_user_attr("resumed_from", previous)
+            return Path(previous), True
+        if "resumed_from" in inherited:
+            trial.set_user_attr("resumed_from", None)  # copied from the predecessor; not true of this run
+        return self.settings.output_root / f"trial-{trial.number}", False
+
+    def _reporters(
+        self, trial: optuna.trial.Trial, config: RunConfig, params: Mapping[str, Any], retry_of: Any
+    ) -> list[Reporter]:
+        s = self.settings
+        reporters: list[Reporter] = []
+        from flexcnn.reporters.wandb import wandb_reporter_for
+
+        extra: dict[str, Any] = {"study": s.study_name, "trial": trial.number, "params": dict(params)}
+        if retry_of is not None:
+            extra["retry_of"] = retry_of
+        wandb_rep = wandb_reporter_for(
+            config,
+            group=s.study_name,
+            name=f"{s.study_name}-trial-{trial.number}",
+            tags=("optuna",),
+            extra_config={"optuna": extra},
+            mode=s.wandb_mode,  # None: the config's logging.wandb.mode decides
+        )
+        if wandb_rep is not None:
+            reporters.append(wandb_rep)
+        # W&B first: a reporter that stops the run cuts off the ones after it for that epoch.
+        reporters.append(OptunaPruningReporter(trial, s.metric))
+        reporters.append(StopFlagReporter(s.stop))
+        return reporters
+
+    def _run(self, config: RunConfig, reporters: list[Reporter], run_dir: Path, resume: bool, number: int) -> RunResult:
+        from flexcnn.run import run
+
+        try:
+            return run(config, reporters, run_dir=run_dir, resume=resume)
+        except CheckpointError as exc:
+            if not resume:
+                raise
+            # A torn or foreign checkpoint: start over in this trial's own folder.
+            log.warning("cannot resume %s (%s); training from epoch 0", run_dir, exc)
+            return run(config, reporters, run_dir=self.settings.output_root / f"trial-{number}")
+
+    def _record(self, trial: optuna.trial.Trial, result: RunResult) -> None:
+        summary = {k: result.summary[k] for k in SUMMARY_KEYS if isinstance(result.summary.get(k), int | float)}
+        _set_attrs(
+            trial,
+            status=result.status,
+            reason=result.reason or None,
+            epochs=int(result.history[-1]["epoch"]) if result.history else 0,
+            best_epoch=result.best_epoch,
+            summary=summary,
+        )
+
+    def _fail(self, trial: optuna.trial.Trial, reason: str) -> NoReturn:
+        _set_attrs(trial, status="failed", reason=reason)
+        raise TrialFailed(reason)
+
+
+def _set_attrs(trial: optuna.trial.Trial, **attrs: Any) -> None:
+    """Record outcome attributes; a trial another worker already ended (stale) keeps its own."""
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+    except UpdateFinishedTrialError:
+        log.warning("trial %s was ended by another worker meanwhile; its outcome here is not recorded", trial.number)

@@ -1,0 +1,67 @@
+"""The Optuna pruner for a sweep: from its ``early_terminate``, or named on the command line.
+
+W&B's ``early_terminate: {type: hyperband, min_iter, max_iter, eta}`` becomes
+HyperbandPruner(min_resource=min_iter, max_resource=max_iter, reduction_factor=eta).
+One iteration is one epoch: the pruning reporter reports the metric at step
+``epoch`` (1-based), as W&B counts the metric's logged values.
+``--pruner`` overrides: median, percentile, successive_halving, hyperband, none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from flexcnn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+
+PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "none")
+DEFAULT_ETA = 3
+
+
+def pruner_name(early_terminate: Mapping[str, Any] | None, override: str | None = None) -> str:
+    """``override`` when given, else hyperband when the sweep asks for it, else none."""
+    if override is not None:
+        if override not in PRUNERS:
+            raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {override!r}")
+        return override
+    return "hyperband" if early_terminate else "none"
+
+
+def min_epochs(early_terminate: Mapping[str, Any] | None) -> int:
+    """Epochs every trial runs before it can be pruned: ``min_iter``, or ``max_iter / eta**s``."""
+    spec = early_terminate or {}
+    if "min_iter" in spec:
+        return int(spec["min_iter"])
+    if "max_iter" in spec and "s" in spec:
+        return max(1, round(spec["max_iter"] / spec.get("eta", DEFAULT_ETA) ** spec["s"]))
+    return 1
+
+
+def make_pruner(name: str, early_terminate: Mapping[str, Any] | None, *, max_epochs: int) -> BasePruner:
+    """Build pruner ``name``; ``max_epochs`` is the longest a trial can train (hyperband's max resource)."""
+    import optuna
+
+    spec = early_terminate or {}
+    eta = int(spec.get("eta", DEFAULT_ETA))
+    low = min_epochs(spec)
+    high = int(spec.get("max_iter", max_epochs))
+    if name == "hyperband":
+        if low >= high:
+            raise ConfigError(
+                f"early_terminate: min_iter ({low}) must be below max_iter / the epochs of a trial ({high}), "
+                "or nothing can be pruned"
+            )
+        return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high, reduction_factor=eta)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=low, reduction_factor=eta)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=low - 1)
+    if name == "percentile":
+        # Keep the top quarter: stricter than the median, still safe after a few trials.
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=low - 1)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
