@@ -260,6 +260,24 @@ def test_cpu_mode_spawns_one_child_per_requested_gpu(child, tmp_path: Path) -> N
     assert "gpu0: started pid" in out.stderr and "(CUDA_VISIBLE_DEVICES=1)" in out.stderr
 
 
+def test_trials_per_gpu_runs_several_agents_on_each_gpu(child, tmp_path: Path) -> None:
+    argv, env = child("quick")
+    out = subprocess.run(
+        agent_cli("run", "--gpus", "0,1", "--cpu", "--trials-per-gpu", "2", "--", *argv),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    recs = records(tmp_path)
+    assert sorted(r["cuda"] for r in recs.values()) == ["0", "0", "1", "1"]
+    assert sorted(r["slot"] for r in recs.values()) == ["0", "1", "2", "3"]
+    assert len({r["pid"] for r in recs.values()}) == 4
+    assert "gpu0.1: started pid" in out.stderr and "gpu1.0: started pid" in out.stderr
+
+
 def test_sigterm_lets_both_children_finish_their_trial(child, tmp_path: Path) -> None:
     argv, env = child("trial")
     proc = start_agents(["run", "--gpus", "0,1", "--cpu", "--", *argv], env)

@@ -102,7 +102,12 @@ def child_env(base: Mapping[str, str], gpu: str, slot: int) -> dict[str, str]:
 def agent_specs(argv: Sequence[str], gpus: Sequence[str], env: Mapping[str, str] | None = None) -> list[ChildSpec]:
     """One :class:`ChildSpec` per GPU, all running ``argv``."""
     base = resolve_secret_files(os.environ if env is None else env)
-    return [
-        ChildSpec(name=slot_name(gpu), argv=tuple(argv), env=child_env(base, gpu, slot))
-        for slot, gpu in enumerate(gpus)
-    ]
+    shared = {gpu for gpu in gpus if list(gpus).count(gpu) > 1}
+    seen: dict[str, int] = {}
+    specs = []
+    for slot, gpu in enumerate(gpus):
+        seen[gpu] = seen.get(gpu, -1) + 1
+        # Several agents on one GPU (--trials-per-gpu) get distinct names: gpu0.0, gpu0.1, ...
+        name = f"{slot_name(gpu)}.{seen[gpu]}" if gpu in shared else slot_name(gpu)
+        specs.append(ChildSpec(name=name, argv=tuple(argv), env=child_env(base, gpu, slot)))
+    return specs

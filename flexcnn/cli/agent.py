@@ -50,6 +50,14 @@ def _agent_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="After a stop signal, interrupt trials still running after this many seconds "
             "(default: wait for them). Keep it below the container's stop timeout.",
         ),
+        click.option(
+            "--trials-per-gpu",
+            type=click.IntRange(min=1, max=64),
+            default=1,
+            show_default=True,
+            envvar="FLEXCNN_TRIALS_PER_GPU",
+            help="Agents sharing each GPU: a 28x28 CNN cannot fill a large GPU, so run several trials on it at once.",
+        ),
         click.option("--dry-run", is_flag=True, help="Print the command each agent would run and exit."),
     ]
     for option in reversed(options):
@@ -162,12 +170,14 @@ def _run(
     max_restarts: int,
     restart_delay: float,
     grace: float | None,
+    trials_per_gpu: int,
     dry_run: bool,
 ) -> None:
     from flexcnn.agents import RestartPolicy, Supervisor, agent_specs, select_gpus
     from flexcnn.agents.redact import redact_argv
 
-    ids = select_gpus(gpus, cpu=cpu)
+    # Each GPU id appears once per agent slot; argv builders size thread pools by slot count.
+    ids = [gpu for gpu in select_gpus(gpus, cpu=cpu) for _ in range(trials_per_gpu)]
     specs = agent_specs(build_argv(ids), ids)
     program = specs[0].argv[0]
     if shutil.which(program, path=specs[0].env.get("PATH")) is None:
