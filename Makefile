@@ -10,9 +10,9 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/python -m pip install --quiet uv
 
+# Compiled bytecode: every trial, worker and test subprocess imports torch; without .pyc
+# files (e.g. under PYTHONDONTWRITEBYTECODE) each import recompiles it.
 .venv/.synced: uv.lock pyproject.toml | $(UV)
-	# Compiled bytecode: every trial, worker and test subprocess imports torch; without .pyc
-	# files (e.g. under PYTHONDONTWRITEBYTECODE) each import recompiles it.
 	$(UV) sync --frozen --compile-bytecode
 	touch $@
 

@@ -91,6 +91,8 @@ def child_env(base: Mapping[str, str], gpu: str, slot: int) -> dict[str, str]:
     env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     env["PYTHONUNBUFFERED"] = "1"  # lines reach the prefixed log as they are printed
     env["FLEXCNN_AGENT_SLOT"] = str(slot)
+    # Agents share the host's cores: idle OpenMP threads should sleep, not spin (README, "Speed").
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # The sweep's `command` calls `flexcnn`; make sure it is this installation's.
     bindir = str(Path(sys.executable).parent)
     path = env.get("PATH", "")

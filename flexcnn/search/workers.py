@@ -393,7 +393,11 @@ def run_workers(opts: WorkerOptions, workers: int, study: optuna.Study, say: Say
     started = time.monotonic()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if opts.threads is not None:
-        env["OMP_NUM_THREADS"] = str(opts.threads)  # numpy/sklearn in the children too
+        # Thread count for torch/numpy in the children, and passive OpenMP waits so
+        # workers sharing cores do not spin on each other's time.
+        from flexcnn.hardware import worker_env
+
+        env.update(worker_env(opts.threads))
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         timeout = None if opts.timeout is None else max(1.0, opts.timeout - (time.monotonic() - started))
