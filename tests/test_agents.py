@@ -243,10 +243,13 @@ def test_restart_delay_grows_and_is_capped() -> None:
 # -- the fan-out, through the CLI -------------------------------------------------------------------
 
 
-def test_cpu_mode_spawns_one_child_per_requested_gpu(child, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("per_gpu", "names"), [(1, ["gpu0", "gpu1"]), (2, ["gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"])])
+def test_cpu_mode_spawns_trials_per_gpu_children_on_each_requested_gpu(
+    child, tmp_path: Path, per_gpu: int, names: list[str]
+) -> None:
     argv, env = child("quick")
     out = subprocess.run(
-        agent_cli("run", "--gpus", "0,1", "--cpu", "--", *argv),
+        agent_cli("run", "--gpus", "0,1", "--cpu", "--trials-per-gpu", str(per_gpu), "--", *argv),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -255,27 +258,12 @@ def test_cpu_mode_spawns_one_child_per_requested_gpu(child, tmp_path: Path) -> N
     )
     assert out.returncode == 0, out.stderr
     recs = records(tmp_path)
-    assert {r["slot"]: r["cuda"] for r in recs.values()} == {"0": "0", "1": "1"}
-    assert len({r["pid"] for r in recs.values()}) == 2
-    assert "gpu0: started pid" in out.stderr and "(CUDA_VISIBLE_DEVICES=1)" in out.stderr
-
-
-def test_trials_per_gpu_runs_several_agents_on_each_gpu(child, tmp_path: Path) -> None:
-    argv, env = child("quick")
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0,1", "--cpu", "--trials-per-gpu", "2", "--", *argv),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    recs = records(tmp_path)
-    assert sorted(r["cuda"] for r in recs.values()) == ["0", "0", "1", "1"]
-    assert sorted(r["slot"] for r in recs.values()) == ["0", "1", "2", "3"]
-    assert len({r["pid"] for r in recs.values()}) == 4
-    assert "gpu0.1: started pid" in out.stderr and "gpu1.0: started pid" in out.stderr
+    slots = [str(i) for i in range(2 * per_gpu)]
+    assert {r["slot"]: r["cuda"] for r in recs.values()} == {s: str(int(s) // per_gpu) for s in slots}
+    assert len({r["pid"] for r in recs.values()}) == 2 * per_gpu
+    for name in names:
+        assert f"{name}: started pid" in out.stderr
+    assert "(CUDA_VISIBLE_DEVICES=1)" in out.stderr
 
 
 def test_sigterm_lets_both_children_finish_their_trial(child, tmp_path: Path) -> None:

@@ -6,9 +6,7 @@ not installed the tests fail, they never skip.
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -18,11 +16,10 @@ from optuna.trial import TrialState
 from flexcnn.search.storage import with_driver
 from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
 from tests.test_optuna_study import (
-    assert_killed_trial_resumed,
     assert_sound,
     flexcnn_cmd,
+    kill_a_worker_mid_trial_then_check_the_retry,
     load,
-    wait_for_running_trial,
     write_sweep,
 )
 
@@ -78,45 +75,4 @@ def test_two_workers_on_postgresql(tmp_path: Path, postgres: PostgresCluster) ->
 
 
 def test_killed_worker_trial_is_retried_on_postgresql(tmp_path: Path, postgres: PostgresCluster) -> None:  # noqa: F811
-    sweep = write_sweep(
-        tmp_path,
-        {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-2}, "train.epochs": {"value": 4}},
-        method="random",
-    )
-    n = 4
-    common = [
-        "--study",
-        "pgkill",
-        "--storage",
-        postgres.url,
-        "--n-trials",
-        str(n),
-        "--heartbeat",
-        "1",
-        "--threads",
-        "1",
-    ]
-    procs = [
-        subprocess.Popen(
-            flexcnn_cmd("optuna", "worker", str(sweep), *common, "--worker-index", str(k)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for k in range(2)
-    ]
-    try:
-        victim = wait_for_running_trial(postgres.url, "pgkill", procs, time.monotonic() + 240)
-        killed = next(p for p in procs if p.pid == victim.user_attrs["worker"]["pid"])
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
-        survivor = next(p for p in procs if p is not killed)
-        output, _ = survivor.communicate(timeout=400)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert survivor.returncode == 0, output
-    study = load(postgres.url, "pgkill")
-    assert_sound(study, n, workers=2)
-    assert_killed_trial_resumed(study, victim)
+    kill_a_worker_mid_trial_then_check_the_retry(tmp_path, postgres.url, "pgkill")

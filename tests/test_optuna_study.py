@@ -362,16 +362,15 @@ def test_two_workers_on_a_journal_file_survive_a_killed_worker(tmp_path: Path) -
     assert_killed_trial_resumed(study, victim)
 
 
-def test_killed_worker_trial_is_retried_through_heartbeats(tmp_path: Path) -> None:
-    # Two bare workers on SQLite; nobody supervises them, so only the heartbeat can notice the kill.
+def kill_a_worker_mid_trial_then_check_the_retry(tmp_path: Path, storage: str, study_name: str) -> None:
+    """Two bare workers, one SIGKILLed mid-trial: only the heartbeat can notice; the study must still finish."""
     sweep = write_sweep(
         tmp_path,
         {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-2}, "train.epochs": {"value": 4}},
         method="random",
     )
-    storage = f"sqlite:///{tmp_path / 'hb.db'}"
     n = 4
-    common = ["--study", "hb", "--storage", storage, "--n-trials", str(n), "--heartbeat", "1", "--threads", "1"]
+    common = ["--study", study_name, "--storage", storage, "--n-trials", str(n), "--heartbeat", "1", "--threads", "1"]
     procs = [
         subprocess.Popen(
             flexcnn_cmd("optuna", "worker", str(sweep), *common, "--worker-index", str(k)),
@@ -382,9 +381,8 @@ def test_killed_worker_trial_is_retried_through_heartbeats(tmp_path: Path) -> No
         for k in range(2)
     ]
     try:
-        victim = wait_for_running_trial(storage, "hb", procs, time.monotonic() + 240)
-        victim_pid = victim.user_attrs["worker"]["pid"]
-        killed = next(p for p in procs if p.pid == victim_pid)
+        victim = wait_for_running_trial(storage, study_name, procs, time.monotonic() + 240)
+        killed = next(p for p in procs if p.pid == victim.user_attrs["worker"]["pid"])
         killed.send_signal(signal.SIGKILL)
         killed.wait(timeout=30)
         survivor = next(p for p in procs if p is not killed)
@@ -394,9 +392,13 @@ def test_killed_worker_trial_is_retried_through_heartbeats(tmp_path: Path) -> No
             if p.poll() is None:
                 p.kill()
     assert survivor.returncode == 0, output
-    study = load(storage, "hb")
+    study = load(storage, study_name)
     assert_sound(study, n, workers=2)
     assert_killed_trial_resumed(study, victim)
+
+
+def test_killed_worker_trial_is_retried_through_heartbeats(tmp_path: Path) -> None:
+    kill_a_worker_mid_trial_then_check_the_retry(tmp_path, f"sqlite:///{tmp_path / 'hb.db'}", "hb")
 
 
 def assert_killed_trial_resumed(study: optuna.Study, victim: optuna.trial.FrozenTrial) -> None:
