@@ -72,6 +72,15 @@ def classification_report(probs: Tensor, targets: Tensor, loss: float, classes: 
     )
 
 
+def macro_f1(probs: Tensor, targets: Tensor, num_classes: int) -> float:
+    """Macro F1 over the classes present in ``targets``: the per-epoch part of the full report."""
+    import torchmetrics.functional.classification as tmc
+
+    f1 = tmc.multiclass_f1_score(probs.float().cpu(), targets.cpu(), num_classes=num_classes, average="none")
+    present = torch.bincount(targets.cpu(), minlength=num_classes) > 0
+    return float(f1[present].mean())
+
+
 def save_confusion_png(confusion: Tensor, classes: list[str], path: str, title: str = "confusion matrix") -> None:
     """Draw the confusion matrix (row-normalised colours, counts as text) to a PNG."""
     import matplotlib
