@@ -443,6 +443,13 @@ def _child_pids(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def _is_optuna_worker(pid: int) -> bool:
+    try:
+        return b"optuna\0worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:  # exited between listing and reading
+        return False
+
+
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
@@ -490,10 +497,15 @@ def test_optuna_workers_on_two_slots_stop_cleanly_with_their_trials_recorded(tmp
     )
     try:
         # Both workers are up: two children, pinned to GPU 0 and GPU 1, each running `optuna worker`.
-        wait_for(lambda: len(_child_pids(proc.pid)) == 2, 60, "two worker processes", proc)
+        # A child shows up in /proc between fork and exec, still carrying the parent's environment and
+        # command line, so wait until both have exec'd the worker before reading their environments.
+        def two_workers_execed() -> bool:
+            kids = _child_pids(proc.pid)
+            return len(kids) == 2 and all(_is_optuna_worker(pid) for pid in kids)
+
+        wait_for(two_workers_execed, 60, "two worker processes", proc)
         kids = _child_pids(proc.pid)
         assert sorted(_environ(pid)["CUDA_VISIBLE_DEVICES"] for pid in kids) == ["0", "1"]
-        assert all(b"optuna\0worker" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in kids)
 
         def running() -> int:
             if not Path(storage).exists():
