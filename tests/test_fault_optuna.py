@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 import yaml
 
@@ -98,18 +99,24 @@ def test_postgresql_restart_during_a_study_loses_nothing(tmp_path: Path, postgre
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # One storage (one connection pool) for all the polling: a storage per poll opens a pool each time,
+    # and on a slow machine those outnumbered the server's max_connections ("too many clients").
+    poll: optuna.storages.RDBStorage | None = None
     try:
         deadline = time.monotonic() + 300
         while True:  # wait until a trial is training and has reported an epoch
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "the study never got going"
             try:
-                running = [t for t in trials(url, study_name) if t.state.name == "RUNNING"]
-            except KeyError:  # the study is not created yet
+                poll = poll or optuna.storages.RDBStorage(url)
+                running = [t for t in trials(poll, study_name) if t.state.name == "RUNNING"]
+            except (KeyError, sqlalchemy.exc.IntegrityError):  # the study (or its tables) is being created
                 running = []
             if any(t.intermediate_values for t in running):
                 break
             time.sleep(0.2)
+        assert poll is not None
+        poll.engine.dispose()  # hold no connection across the restart
         _pg_ctl(postgres, "stop")
         time.sleep(8)  # long enough for the worker to hit the dead database (heartbeat every 5 s)
         _pg_ctl(postgres, "start")
