@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.wandb import ModeDecision, logged_in, resolve_mode, server_reachable, wandb_reporter_for
 from flexcnn.run import run
 from tests.conftest import TINY
+from tests.helpers import flexcnn_cli
 
 # A fake key in W&B's format: it must never appear in any file or output.
 SENTINEL_KEY = "sentinel" + "0123456789abcdef" * 2
@@ -162,6 +164,32 @@ def test_resolve_mode(
     decision = resolve_mode(_config(*overrides), mode, env, reachable=lambda _env: reachable)
     assert decision.mode == expected
     assert SENTINEL_KEY not in decision.reason
+
+
+def test_blank_wandb_mode_is_unset_and_a_run_still_logs(
+    tmp_path: Path, no_login: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `export WANDB_MODE=` leaves it blank; wandb itself rejects a blank mode with a traceback.
+    monkeypatch.setenv("WANDB_MODE", "")
+    assert resolve_mode(_config("logging.wandb.mode=auto"), None, {"WANDB_MODE": " "}).mode == "offline"
+    config = load_config(None, [*TINY, "train.epochs=1", "logging.wandb.mode=offline"])
+    reporter = wandb_reporter_for(config)
+    assert reporter is not None
+    assert run(config, [reporter], run_dir=tmp_path / "run").status == "completed"
+    assert "WANDB_MODE" in os.environ and os.environ["WANDB_MODE"] == ""  # given back as it was
+    monkeypatch.delenv("WANDB_MODE")  # the `wandb` command that reads the run back would choke on it too
+    assert isinstance(read_offline_run(offline_run_dir(tmp_path / "run")).summary["test/acc"], float)
+
+
+def test_unknown_wandb_mode_is_a_user_error_before_training(tmp_path: Path, no_login: None) -> None:
+    env = {**os.environ, "WANDB_MODE": "sometimes"}
+    for mode in ("offline", "auto"):
+        proc = flexcnn_cli("train", "--wandb-mode", mode, "--output-dir", str(tmp_path / mode),
+                           *(a for o in TINY for a in ("--set", o)), env=env)  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert "WANDB_MODE='sometimes'" in proc.stderr and "offline" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / mode).exists()
 
 
 def test_netrc_login_is_detected_for_the_configured_host_only(tmp_path: Path) -> None:

@@ -64,14 +64,27 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+_WANDB_MODES: dict[str, Mode] = {
+    "online": "online",
+    "run": "online",
+    "offline": "offline",
+    "dryrun": "offline",
+    "disabled": "disabled",
+    "shared": "online",
+}
+
+
 def _env_mode(env: Mapping[str, str]) -> Mode | None:
-    """W&B's own switches: WANDB_MODE (dryrun = offline, run = online) and WANDB_DISABLED."""
+    """W&B's own switches: WANDB_MODE (dryrun = offline, run = online) and WANDB_DISABLED; blank is unset.
+
+    An unknown WANDB_MODE is a ConfigError here: wandb.init would otherwise fail on it with a traceback.
+    """
     if _truthy(env.get("WANDB_DISABLED")):
         return "disabled"
-    raw = (env.get("WANDB_MODE") or "").strip().lower()
-    return {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}.get(
-        raw
-    )  # type: ignore[return-value]
+    raw = (env.get("WANDB_MODE") or "").strip()
+    if raw and raw.lower() not in _WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={raw!r} is not a W&B mode: use online, offline or disabled, or unset it")
+    return _WANDB_MODES.get(raw.lower())
 
 
 def base_url(env: Mapping[str, str]) -> str:
@@ -209,6 +222,7 @@ def wandb_reporter_for(
     decision = resolve_mode(config, mode)
     if decision.mode == "disabled":
         return None
+    _env_mode(os.environ)  # wandb reads WANDB_MODE whatever mode it is given: refuse a bad one before training
     wb, env = config.logging.wandb, os.environ
     under_sweep = bool(env.get("WANDB_SWEEP_ID"))
     env_tags = [t.strip() for t in env.get("WANDB_TAGS", "").split(",") if t.strip()]
@@ -252,6 +266,8 @@ class WandbReporter(BaseReporter):
         # with the run until `wandb sync`, so stage them inside its folder too.
         if root is not None and not os.environ.get("WANDB_DATA_DIR"):
             self._set_env("WANDB_DATA_DIR", str(Path(root) / "wandb" / "data"))
+        if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+            self._set_env("WANDB_MODE", s.mode)  # a blank WANDB_MODE means unset to us, but wandb rejects it
         config = self._config = deep_merge(info.config.to_dict(), s.extra_config)
         run_id = self._resume_id(info)
         init: dict[str, Any] = {
