@@ -46,7 +46,7 @@ from flexcnn.data import load_splits
 from flexcnn.data.base import ImageTensors
 from flexcnn.data.loaders import default_workers, make_loader
 from flexcnn.engine import train_one_epoch
-from flexcnn.hardware import cpu_threads
+from flexcnn.hardware import channels_last_for, cpu_threads, resolve_hardware
 from flexcnn.run import build_pipeline
 
 REPS = 3
@@ -132,17 +132,21 @@ def race(sides: dict[str, T], step: Callable[[T], int], reps: int = REPS) -> dic
 
 
 def _trainer(config: RunConfig) -> tuple[Any, Callable[[Side], int]]:
-    """The pipeline and a step that trains one epoch over a side with run()'s loop, model and optimiser."""
+    """The pipeline and a step that trains one epoch over a side with run()'s loop, model, optimiser and precision."""
+    hw = resolve_hardware(config.train.model_copy(update={"device": "cpu"}))
     torch.manual_seed(0)
     pipe = build_pipeline(config, CPU)
     model = pipe.adapter.module
+    if channels_last_for(hw, model):  # as run() does: bf16 autocast and channels_last where this CPU has them
+        model = model.to(memory_format=torch.channels_last)
+        pipe.transform.memory_format = torch.channels_last
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss = torch.nn.CrossEntropyLoss()
 
     def step(side: Side) -> int:
         batches, prepare = side
         model.train()
-        return train_one_epoch(model, batches, prepare, optimizer, loss, device=CPU).images
+        return train_one_epoch(model, batches, prepare, optimizer, loss, device=CPU, amp_dtype=hw.amp_dtype).images
 
     return pipe, step
 

@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -243,6 +244,16 @@ class TrainConfig(Section):
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     cudnn_benchmark: bool = True
     threads: int | None = Field(None, ge=1)  # CPU threads; set per worker to avoid oversubscription
+
+    @field_validator("channels_last", "compile", mode="before")
+    @classmethod
+    def _yaml_on_off_is_a_bool(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML 1.1 (PyYAML's safe_load) reads a bare on/off as true/false.
+        if not isinstance(value, bool):
+            return value
+        if info.field_name == "compile":
+            return "default" if value else "off"
+        return "on" if value else "off"
 
     @field_validator("device")
     @classmethod

@@ -15,7 +15,7 @@ from flexcnn.data.loaders import make_loader
 from flexcnn.data.sources import Target
 from flexcnn.engine import evaluate
 from flexcnn.errors import CheckpointError, DataError
-from flexcnn.hardware import resolve_hardware
+from flexcnn.hardware import channels_last_for, resolve_hardware
 from flexcnn.metrics import classification_report
 from flexcnn.models import InputSpec, build_model
 
@@ -37,12 +37,17 @@ def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.M
 
 def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str = "test") -> dict[str, Any]:
     """Metrics of a checkpoint on ``split`` of its data (or data given by overrides)."""
-    hw = resolve_hardware(validate_config({}).train)
-    module, config, state = load_model(checkpoint, hw.device)
+    module, config, state = load_model(checkpoint, torch.device("cpu"))
     tree = config.to_dict()
     for override in overrides:
         apply_override(tree, override)
     config = validate_config(tree)
+    # The run's precision and layout settings (so the metrics match its summary), on this machine's device.
+    hw = resolve_hardware(config.train.model_copy(update={"device": "auto"}))
+    module = module.to(hw.device)
+    channels_last = channels_last_for(hw, module)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
     info = state["input"]
     splits = load_splits(config.data, Target(info["channels"], info["image_size"]))
     if splits.classes != state["classes"]:
@@ -57,10 +62,18 @@ def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str
         out_size=info["image_size"],
         mean=tuple(info["mean"]),
         std=tuple(info["std"]),
+        channels_last=channels_last,
         device=hw.device,
     )
     loader = make_loader(data, batch_size=256, device=hw.device, train=False, resident=True)
-    out = evaluate(module, loader, lambda x: transform(x, train=False), torch.nn.CrossEntropyLoss(), device=hw.device)
+    out = evaluate(
+        module,
+        loader,
+        lambda x: transform(x, train=False),
+        torch.nn.CrossEntropyLoss(),
+        device=hw.device,
+        amp_dtype=hw.amp_dtype,
+    )
     report = classification_report(out.probs, out.targets, out.loss, splits.classes)
     name = "test" if data is splits.test else "val"
     return {**report.scalars(name), "images": len(data)}

@@ -9,20 +9,29 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from flexcnn.config import TrainConfig
 from flexcnn.errors import ConfigError
+
+_AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 @dataclass(frozen=True)
 class Hardware:
     device: torch.device
     amp_dtype: torch.dtype | None
-    channels_last: bool
+    channels_last: bool | None  # None: decided per model by channels_last_for()
 
     @property
     def needs_scaler(self) -> bool:
         return self.amp_dtype == torch.float16 and self.device.type == "cuda"
+
+    def describe(self, channels_last: bool) -> str:
+        """``cpu (bf16 autocast, channels_last)``: what the run shows and logs as its device."""
+        fast = [f"{_AMP_NAMES[self.amp_dtype]} autocast"] if self.amp_dtype is not None else []
+        fast += ["channels_last"] if channels_last else []
+        return f"{self.device} ({', '.join(fast)})" if fast else str(self.device)
 
 
 def resolve_hardware(cfg: TrainConfig) -> Hardware:
@@ -42,16 +51,53 @@ def resolve_hardware(cfg: TrainConfig) -> Hardware:
             raise ConfigError("train.device=mps but MPS is not available on this machine")
     cuda = device.type == "cuda"
     amp: torch.dtype | None = None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and cuda and torch.cuda.is_bf16_supported()):
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device)):
         amp = torch.bfloat16
     elif cfg.amp == "fp16":
         amp = torch.float16
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda)
+    channels_last = {"on": True, "off": False}.get(cfg.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Hardware(device, amp, channels_last)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively (and so faster than fp32) on ``device``.
+
+    CUDA: Ampere and later. CPU: AVX512-BF16 or AMX, where oneDNN's bf16
+    convolutions trained the CNNs in ``bench/bench_loop.py`` 1.3 to 1.8x
+    faster than fp32; CPUs without them emulate bf16 and would be slower.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
+# oneDNN's channels-last convolutions lost to NCHW wherever a conv had fewer output channels
+# than this (an 8-filter first block ran 0.7x), and won 1.3 to 2x from 16 up.
+MIN_CHANNELS_LAST_WIDTH = 16
+
+
+def channels_last_for(hw: Hardware, module: nn.Module) -> bool:
+    """Resolve ``train.channels_last=auto`` for this model on this device.
+
+    CUDA: always (tensor cores want NHWC). CPU: with bf16 autocast, when no
+    convolution is narrower than MIN_CHANNELS_LAST_WIDTH. In fp32 on CPU the
+    gain was mixed (ResNet18 ran 0.87x), so it stays off.
+    """
+    if hw.channels_last is not None:
+        return hw.channels_last
+    if hw.device.type == "cuda":
+        return True
+    if hw.device.type != "cpu" or hw.amp_dtype != torch.bfloat16:
+        return False
+    widths = [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return bool(widths) and min(widths) >= MIN_CHANNELS_LAST_WIDTH
 
 
 def cpu_threads(requested: int | None, env: Mapping[str, str] = os.environ) -> int | None:

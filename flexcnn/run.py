@@ -28,7 +28,7 @@ from flexcnn.data.loaders import make_loader
 from flexcnn.data.stats import channel_stats
 from flexcnn.engine import evaluate, train_one_epoch
 from flexcnn.errors import CheckpointError, OutOfMemory, RunFailed, StorageFull, TrainingDiverged, UserError
-from flexcnn.hardware import Hardware, resolve_hardware
+from flexcnn.hardware import Hardware, channels_last_for, resolve_hardware
 from flexcnn.losses import make_loss
 from flexcnn.metrics import classification_report, macro_f1
 from flexcnn.models import InputSpec, ModelAdapter, build_model, input_request
@@ -110,7 +110,7 @@ def new_run_dir(config: RunConfig) -> Path:
     raise UserError(f"too many runs named {name!r} under {root}; set logging.run_name")
 
 
-def build_pipeline(config: RunConfig, device: torch.device, channels_last: bool = False) -> Pipeline:
+def build_pipeline(config: RunConfig, device: torch.device) -> Pipeline:
     """Load data and build the model and batch transform that fit each other."""
     request = input_request(config.model)
     channels = config.data.channels or request.channels
@@ -144,7 +144,6 @@ def build_pipeline(config: RunConfig, device: torch.device, channels_last: bool 
         std=std,
         preset=config.data.augment,
         hflip=config.data.hflip,
-        channels_last=channels_last,
         device=device,
     )
     return Pipeline(splits, spec, mean, std, adapter, transform)
@@ -184,10 +183,12 @@ def run(
         _check_output_dir(Path(config.logging.output_dir))
     resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
-    pipe = build_pipeline(config, hw.device, hw.channels_last)
+    pipe = build_pipeline(config, hw.device)
     module = pipe.adapter.module.to(hw.device)
-    if hw.channels_last:
+    channels_last = channels_last_for(hw, module)
+    if channels_last:
         module = module.to(memory_format=torch.channels_last)
+        pipe.transform.memory_format = torch.channels_last  # batches arrive in the layout the model runs in
     net = torch.compile(module, mode=config.train.compile) if config.train.compile != "off" else module
 
     loader_gen = torch.Generator().manual_seed(config.train.seed)
@@ -263,7 +264,7 @@ def run(
         run_dir=out,
         classes=splits.classes,
         parameter_counts=pipe.adapter.parameter_counts(),
-        device=str(hw.device),
+        device=hw.describe(channels_last),
         train_size=len(splits.train),
         val_size=len(splits.val),
         test_size=len(splits.test) if splits.test is not None else 0,
@@ -469,6 +470,7 @@ def _summary(result: RunResult, info: RunInfo, seconds: float) -> dict[str, Any]
         "best_epoch": result.best_epoch,
         f"best/{result.monitor}": result.best_value,
         "seconds": round(seconds, 3),
+        "device": info.device,  # with the precision and layout it ran in: results differ slightly between them
         **info.parameter_counts,
     }
     if result.reason:

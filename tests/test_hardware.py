@@ -1,0 +1,112 @@
+"""Hardware contracts: which precision and memory layout a run picks, and that each one trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from flexcnn.config import TrainConfig, load_config
+from flexcnn.evaluate import evaluate_checkpoint
+from flexcnn.hardware import MIN_CHANNELS_LAST_WIDTH, Hardware, channels_last_for, native_bf16, resolve_hardware
+from flexcnn.run import run
+from tests.conftest import TINY
+
+CPU = torch.device("cpu")
+
+
+def _train(*overrides: str) -> TrainConfig:
+    return load_config(None, [f"train.{o}" for o in overrides]).train
+
+
+def _convs(*widths: int) -> nn.Module:
+    layers, channels = [], 3
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
+        channels = width
+    return nn.Sequential(*layers)
+
+
+def test_cpu_bf16_is_native_exactly_when_the_cpu_has_avx512_bf16_or_amx() -> None:
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    expected = any(probe() for probe in probes if probe is not None)
+    assert native_bf16(CPU) is expected
+    assert native_bf16(torch.device("meta")) is False
+
+
+@pytest.mark.parametrize(
+    ("amp", "expected"),
+    [("auto", "native"), ("none", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)],
+)
+def test_amp_setting_resolves_on_cpu(amp: str, expected: object) -> None:
+    hw = resolve_hardware(_train("device=cpu", f"amp={amp}"))
+    if expected == "native":
+        expected = torch.bfloat16 if native_bf16(CPU) else None
+    assert hw.device == CPU and hw.amp_dtype == expected
+    assert not hw.needs_scaler  # a GradScaler is for fp16 on CUDA only
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_explicit_channels_last_wins_over_the_model_rule(setting: str) -> None:
+    hw = resolve_hardware(_train("device=cpu", f"channels_last={setting}"))
+    assert channels_last_for(hw, _convs(8)) is (setting == "on")
+    assert channels_last_for(hw, _convs(64, 128)) is (setting == "on")
+
+
+def test_auto_channels_last_on_cpu_needs_bf16_and_no_narrow_conv() -> None:
+    bf16 = Hardware(CPU, torch.bfloat16, None)
+    assert channels_last_for(bf16, _convs(MIN_CHANNELS_LAST_WIDTH, 64))
+    assert not channels_last_for(bf16, _convs(MIN_CHANNELS_LAST_WIDTH - 1, 64))  # one narrow conv is enough
+    assert not channels_last_for(bf16, nn.Sequential(nn.Flatten(), nn.Linear(10, 2)))  # nothing to lay out
+    assert not channels_last_for(Hardware(CPU, None, None), _convs(64, 128))  # fp32 on CPU: mixed gains, off
+    assert channels_last_for(Hardware(torch.device("cuda"), None, None), _convs(8))  # CUDA: always
+
+
+def test_describe_names_the_fast_paths() -> None:
+    assert Hardware(CPU, None, None).describe(channels_last=False) == "cpu"
+    assert Hardware(CPU, torch.bfloat16, None).describe(channels_last=True) == "cpu (bf16 autocast, channels_last)"
+    assert Hardware(torch.device("cuda"), torch.float16, True).describe(channels_last=False) == "cuda (fp16 autocast)"
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["train.amp=none", "train.channels_last=off"],
+        ["train.amp=bf16", "train.channels_last=on"],
+        ["train.amp=bf16", "train.channels_last=off"],
+        ["train.amp=none", "train.channels_last=on"],
+    ],
+    ids=["fp32", "bf16+channels_last", "bf16", "fp32+channels_last"],
+)
+def test_every_precision_and_layout_trains_and_keeps_fp32_weights(tmp_path: Path, layout: list[str]) -> None:
+    # Widths of 16 and up, the shape the channels_last rule picks; bf16 is emulated where the CPU lacks it.
+    config = load_config(None, [*TINY, "model.num_filters=[16,32]", *layout])
+    result = run(config, run_dir=tmp_path)
+    assert result.status == "completed" and result.summary["test/acc"] > 0.3
+    state = torch.load(tmp_path / "best.pt", weights_only=True)["model"]
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())  # autocast, not .half()
+    # `flexcnn evaluate` runs the checkpoint the way the run did, so it reproduces the run's test metrics.
+    again = evaluate_checkpoint(tmp_path / "best.pt", [])
+    assert again["test/acc"] == result.summary["test/acc"]
+    assert again["test/loss"] == pytest.approx(result.summary["test/loss"], rel=1e-5)
+    describe = {"bf16": "bf16 autocast", "channels_last=on": "channels_last"}
+    summary = (tmp_path / "summary.json").read_text()
+    for key, words in describe.items():
+        assert (words in summary) is any(key in o for o in layout), summary
+
+
+@pytest.mark.parametrize(
+    ("text", "channels_last", "compile_mode"),
+    [("on", "on", "default"), ("off", "off", "off"), ("true", "on", "default"), ("auto", "auto", None)],
+)
+def test_yaml_on_off_reads_as_the_setting_not_a_bool(
+    tmp_path: Path, text: str, channels_last: str, compile_mode: str | None
+) -> None:
+    # PyYAML reads a bare on/off/true as a bool; the hardware switches take them as the user meant.
+    assert _train(f"channels_last={text}").channels_last == channels_last
+    if compile_mode is not None:
+        file = tmp_path / "c.yaml"
+        file.write_text(f"train: {{compile: {text}}}\n")
+        assert load_config(file, []).train.compile == compile_mode
