@@ -12,6 +12,12 @@ included) against the same trial without W&B, and that against the floor,
 CPU seconds (user + system of the child) are given too, because on a loaded
 machine wall time is mostly waiting for a core.
 
+A third row is the start-up of trials 2..N inside a running Optuna worker
+(``flexcnn optuna worker`` runs trial after trial in one process, W&B offline):
+from the trial's creation in the study (Optuna's ``datetime_start``, before
+its parameters are sampled) to its first optimiser step, stamped by the same
+kind of hook, installed through ``sitecustomize`` in the worker process.
+
 Python here is run with a private bytecode cache, warmed by one unmeasured
 start, because this sandbox sets PYTHONDONTWRITEBYTECODE and would otherwise
 compile every module from source in every process.
@@ -64,6 +70,40 @@ def _first_step(optimizer, args, kwargs):
 register_optimizer_step_post_hook(_first_step)
 from flexcnn.cli import main
 main(sys.argv[1:])
+"""
+
+
+# sitecustomize for worker processes: a line with the wall clock at each optimiser's first step.
+WORKER_HOOK = """
+import os, time, weakref
+if os.environ.get("FLEXCNN_PROBE_OUT"):
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    _stepped = weakref.WeakSet()
+
+    def _first_step(optimizer, args, kwargs):
+        if optimizer not in _stepped:
+            _stepped.add(optimizer)
+            with open(os.environ["FLEXCNN_PROBE_OUT"], "a") as fh:
+                fh.write(f"{time.time()}\\n")
+
+    register_optimizer_step_post_hook(_first_step)
+"""
+WORKER_TRIALS = 4
+WORKER_SWEEP = """\
+name: bench-startup
+program: flexcnn
+command: [flexcnn, train, --args-json, "${args_json_file}"]
+method: random
+metric: {name: val/acc, goal: maximize}
+parameters:
+  data.source: {value: digits}
+  data.hflip: {value: false}
+  model.num_filters: {value: [8, 16]}
+  model.dense_units: {value: [32]}
+  train.epochs: {value: 1}
+  logging.progress: {value: false}
+  optim.lr: {distribution: log_uniform_values, min: 1.0e-3, max: 1.0e-2}
 """
 
 
@@ -124,6 +164,31 @@ def startup(env: dict[str, str], out_dir: str, wandb_mode: str) -> dict[str, Any
     }
 
 
+def in_worker_startups(env: dict[str, str], home: str) -> list[float]:
+    """Seconds from creation to first optimiser step of trials 2..N in one ``flexcnn optuna worker`` process."""
+    import optuna
+
+    folder = Path(home) / "in-worker"
+    (folder / "site").mkdir(parents=True, exist_ok=True)
+    (folder / "site" / "sitecustomize.py").write_text(WORKER_HOOK)
+    (folder / "sweep.yaml").write_text(WORKER_SWEEP)
+    stamps, journal = folder / "steps.txt", folder / "study.log"
+    site = os.pathsep.join(p for p in (str(folder / "site"), env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-m", "flexcnn", "optuna", "run", str(folder / "sweep.yaml"), "--study", "startup"]
+    argv += ["--storage", str(journal), "--n-trials", str(WORKER_TRIALS), "--workers", "1", "--seed", "0"]
+    argv += ["--wandb-mode", "offline", "--output-dir", str(folder / "runs")]
+    proc = subprocess.run(argv, cwd=REPO, env={**env, "PYTHONPATH": site, "FLEXCNN_PROBE_OUT": str(stamps)},
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    if proc.returncode != 0 or not stamps.is_file():
+        raise RuntimeError(f"flexcnn optuna run failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    steps = sorted(float(line) for line in stamps.read_text().split())
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="startup", storage=storage).get_trials()
+    starts = sorted(t.datetime_start.timestamp() for t in trials if t.datetime_start is not None)
+    # Each trial's first step is the first stamp after its creation; trial 1 (imports) is left out.
+    return [min(t for t in steps if t >= start) - start for start in starts[1:]]
+
+
 def measure(runs: int = RUNS) -> dict[str, list[float]]:
     """Interleaved samples of: import torch, start-up without W&B, start-up with W&B offline."""
     out: dict[str, list[float]] = {k: [] for k in ("torch", "torch_cpu", "plain", "plain_cpu", "wandb")}
@@ -139,6 +204,7 @@ def measure(runs: int = RUNS) -> dict[str, list[float]]:
                 sample = startup(env, home, mode)
                 out[key].append(sample["to_step"])
                 out[f"{key}_cpu"].append(sample["cpu_total"])
+        out["in_worker"] = in_worker_startups(env, home)
     return out
 
 
@@ -154,6 +220,14 @@ def run() -> list[Row]:
             "s",
             f"same without W&B ({cpu} import torch)",
             aim="<=3 s",
+            higher_is_better=False,
+        ),
+        Row(
+            "  ... trials 2..N in a running Optuna worker",
+            med["in_worker"],
+            med["wandb"],
+            "s",
+            "a fresh process per trial (above; what `wandb agent` does)",
             higher_is_better=False,
         ),
         Row(

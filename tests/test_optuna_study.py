@@ -32,7 +32,7 @@ from flexcnn.search.samplers import make_sampler
 from flexcnn.search.space import build_space
 from flexcnn.search.storage import open_storage, parse_storage
 from flexcnn.search.workers import WorkerOptions, install_stop_handlers, run_worker
-from tests.test_wandb_reporter import offline_run_dir, read_offline_run
+from tests.helpers import offline_run_dir, read_offline_run
 
 BASE = {
     "model": {"kind": "flexible_cnn", "num_filters": [8, 16], "dense_units": [32]},

@@ -27,7 +27,7 @@ from flexcnn.cli.train import _json_overrides
 from flexcnn.config import Monitor, load_config
 from flexcnn.errors import ConfigError
 from tests.conftest import REPO
-from tests.test_wandb_reporter import offline_run_dir, read_offline_run
+from tests.helpers import offline_run_dir, read_offline_run
 
 SWEEPS = REPO / "sweeps"
 SWEEP_FILES = sorted(SWEEPS.glob("*.yaml"))

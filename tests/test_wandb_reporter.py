@@ -6,16 +6,13 @@ No W&B server exists here, so every run logs offline and ``wandb leet inspect
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,82 +23,10 @@ from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.wandb import ModeDecision, logged_in, resolve_mode, server_reachable, wandb_reporter_for
 from flexcnn.run import run
 from tests.conftest import TINY
-from tests.helpers import flexcnn_cli
+from tests.helpers import flexcnn_cli, offline_run_dir, read_offline_run
 
 # A fake key in W&B's format: it must never appear in any file or output.
 SENTINEL_KEY = "sentinel" + "0123456789abcdef" * 2
-
-
-# --------------------------------------------------------------------------- reading offline runs
-
-
-@dataclass
-class OfflineRun:
-    """An offline W&B run as `wandb leet inspect --json` prints it, folded into what the UI shows."""
-
-    path: Path
-    records: list[dict[str, Any]]
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    exit_code: int | None = None
-
-    def table(self, prefix: str) -> dict[str, Any]:
-        """The JSON of the first logged table file whose path starts with ``prefix``."""
-        matches = [f for f in self.files if f.startswith(prefix) and f.endswith(".table.json")]
-        assert matches, f"no table file {prefix}* in {self.files}"
-        return json.loads((self.path / "files" / matches[0]).read_text())
-
-    def artifact_file(self, logical_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The artifact holding ``logical_path`` and that file's JSON, read from where sync will read it."""
-        for artifact in self.artifacts:
-            for item in artifact["manifest"]["contents"]:
-                if item["path"] == logical_path:
-                    return artifact, json.loads(Path(item["local_path"]).read_text())
-        raise AssertionError(f"no artifact holds {logical_path}")
-
-
-def offline_run_dir(run_dir: Path) -> Path:
-    runs = sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, f"expected one offline W&B run in {run_dir}/wandb, found {runs}"
-    return runs[0]
-
-
-def read_offline_run(path: Path) -> OfflineRun:
-    """Run `wandb leet inspect --json PATH` and fold its records."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    records = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    out = OfflineRun(path=path, records=records)
-    for rec in records:
-        kind, body = rec["type"], rec.get(rec["type"], {})
-        if kind == "history":
-            out.history.append(body["item"])
-        elif kind == "summary":
-            out.summary.update(body.get("update", {}))
-        elif kind == "run":
-            out.run = body
-            out.config.update(body.get("config", {}).get("update", {}))
-        elif kind == "config":
-            out.config.update(body.get("update", {}))
-        elif kind == "metric":
-            out.metrics.append(body)
-        elif kind == "files":
-            out.files += [f["path"] for f in body.get("files", [])]
-        elif kind == "artifact":
-            out.artifacts.append(body)
-        elif kind == "exit":
-            out.exit_code = body.get("exit_code", 0)
-    return out
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:
@@ -190,6 +115,28 @@ def test_unknown_wandb_mode_is_a_user_error_before_training(tmp_path: Path, no_l
         assert "WANDB_MODE='sometimes'" in proc.stderr and "offline" in proc.stderr
         assert "Traceback" not in proc.stderr
         assert not (tmp_path / mode).exists()
+
+
+def test_the_wandb_service_starts_while_the_run_loads_its_data(tmp_path: Path, no_login: None) -> None:
+    # In a fresh process (this one may have a service already): building the reporter starts
+    # W&B's service process in the background, before run() has loaded anything.
+    script = """
+import time
+from flexcnn.config import load_config
+from flexcnn.reporters.wandb import wandb_reporter_for
+from wandb.sdk import wandb_setup
+assert wandb_reporter_for(load_config(None, []), mode="offline") is not None
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    try:
+        wandb_setup.singleton().assert_service()
+        print("service up")
+        break
+    except AssertionError:
+        time.sleep(0.05)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.stdout.strip() == "service up", proc.stdout + proc.stderr
 
 
 def test_netrc_login_is_detected_for_the_configured_host_only(tmp_path: Path) -> None:
