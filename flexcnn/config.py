@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -401,8 +402,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: the dotted field, what was wrong, and what was expected."""
     lines = [f"{source}: {exc.error_count()} problem(s)"]
     for err in exc.errors(include_url=False):
-        loc = [str(p) for p in err["loc"] if p not in ("flexible_cnn", "pretrained")]
-        field = ".".join(loc) or "(top level)"
+        field = error_field(err)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"].startswith("union_tag"):
             message = "expected a mapping with a kind (flexible_cnn, resnet50, vgg19 or torchvision:<name>)"
@@ -413,6 +413,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             message += f" (got {err['input']!r})"
         lines.append(f"  {field}: {message}")
     return "\n".join(lines)
+
+
+def error_field(err: Mapping[str, Any]) -> str:
+    """The dotted config field of one pydantic error (``model.num_filters.0``), without union tags."""
+    return ".".join(str(p) for p in err["loc"] if p not in ("flexible_cnn", "pretrained")) or "(top level)"
 
 
 def _suggestion(exc: ValidationError, loc: tuple[Any, ...]) -> str:

@@ -178,6 +178,10 @@ BUILDERS: dict[str, Builder] = {
     "sweep_no_params": _sweep(""),
     "sweep_base_missing": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n", SWEEP_HEAD.replace("demo-", "nope-")),
     "sweep_ok": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n"),
+    # valid first values, so only a check of every choice or bound finds these before the trials do
+    "sweep_bad_choice": _sweep("parameters:\n  optim.lr: {values: [0.01, -1.0]}\n"),
+    "sweep_bad_bound": _sweep("parameters:\n  model.dense_dropout: {min: 0.0, max: 1.5}\n"),
+    "sweep_bad_list_item": _sweep("parameters:\n  model.num_filters: {values: [[8, 16], [8, 0]]}\n"),
 }
 
 # (id, builder, command line, words the message must contain)
@@ -286,6 +290,24 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("sweep-misspelt-path", "sweep_misspelt", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["optim.learning_rate"]),
     ("sweep-metric", "sweep_metric", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["metric", "test/acc", "val/acc"]),
     ("sweep-method", "sweep_method", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["method", "genetic", "bayes"]),
+    (
+        "sweep-value-rejected",
+        "sweep_bad_choice",
+        "optuna run {tmp}/sweep.yaml " + OPTUNA,
+        ["optim.lr", "can take -1,", "greater than 0"],
+    ),
+    (
+        "sweep-bound-rejected",
+        "sweep_bad_bound",
+        "optuna run {tmp}/sweep.yaml " + OPTUNA,
+        ["model.dense_dropout", "1.5", "less than 1"],
+    ),
+    (
+        "sweep-list-item-rejected",
+        "sweep_bad_list_item",
+        "optuna run {tmp}/sweep.yaml " + OPTUNA,
+        ["model.num_filters", "[8,0]", "model.num_filters.1"],
+    ),
     ("sweep-no-parameters", "sweep_no_params", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["parameters"]),
     (
         "sweep-base-config-missing",

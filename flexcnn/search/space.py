@@ -107,6 +107,14 @@ class Param:
         dist = self.distribution
         return self.decode(dist.choices[0] if isinstance(dist, CategoricalDistribution) else dist.low)  # type: ignore[attr-defined]
 
+    def edge_values(self) -> list[Any]:
+        """Every choice (categorical) or both bounds, as the config receives them."""
+        from optuna.distributions import CategoricalDistribution
+
+        dist = self.distribution
+        raw = dist.choices if isinstance(dist, CategoricalDistribution) else (dist.low, dist.high)  # type: ignore[attr-defined]
+        return [self.decode(v) for v in raw]
+
     def grid_values(self) -> list[Any]:
         """The values a grid search visits, as Optuna stores them."""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution

@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flexcnn.config import load_config, validate_config
+from pydantic import ValidationError
+
+from flexcnn.config import RunConfig, error_field, load_config, validate_config
 from flexcnn.errors import ConfigError, UserError
 from flexcnn.search.pruners import make_pruner, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
@@ -105,6 +107,8 @@ def plan_study(
         source=f"{sweep.path or 'sweep'}: base config + constants + the first value of each parameter",
     )
 
+    _check_every_value(tree, space, str(sweep.path or "sweep"))
+
     chosen_sampler = sampler_name(sweep.method, sampler)
     budget = _budget(sweep, space, chosen_sampler, n_trials)
     largest = space.largest("train.epochs")
@@ -122,6 +126,32 @@ def plan_study(
     plan = StudyPlan(sweep, space, tree, settings, max_epochs)
     plan.pruner()  # hyperband bounds are checked here, before any worker starts
     return plan
+
+
+def _check_every_value(tree: dict[str, Any], space: SearchSpace, where: str) -> None:
+    """Each choice or bound of each parameter, the others at their first value: one its own field rejects
+    fails the sweep now instead of failing every trial that draws it.
+
+    Errors raised elsewhere (a cross-field check, such as one kernel size per block) are left to the
+    trials: they depend on the combination, and some combinations may be valid.
+    """
+    firsts = {p.name: p.first() for p in space.params}
+    for param in space.params:
+        for value in param.edge_values():
+            try:
+                RunConfig.model_validate(apply_overrides(tree, {**firsts, param.name: value}))
+            except ValidationError as exc:
+                own = [e for e in exc.errors(include_url=False) if _is_within(error_field(e), param.name)]
+                if own:
+                    message = own[0]["msg"].removeprefix("Value error, ")
+                    raise ConfigError(
+                        f"{where}: parameter {param.name} can take {format_value(value)}, "
+                        f"which {error_field(own[0])} does not accept: {message}"
+                    ) from None
+
+
+def _is_within(field: str, name: str) -> bool:
+    return field == name or field.startswith(name + ".")
 
 
 def _budget(sweep: SweepSpec, space: SearchSpace, sampler: str, n_trials: int | None) -> int:
