@@ -226,7 +226,13 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ),
     # ---- image folders
     ("data-root-missing", "none", "train " + TRAIN + " " + FOLDER, ["data.root", "/data", "does not exist"]),
-    ("data-root-is-a-file", "root_is_file", "train " + TRAIN + " " + FOLDER, ["data.root", "/data"]),
+    ("data-root-is-a-file", "root_is_file", "train " + TRAIN + " " + FOLDER, ["data.root", "/data", "is a file"]),
+    (
+        "data-root-is-a-csv",
+        "fer_pixels",
+        "train " + TRAIN + " " + FOLDER.replace("{tmp}/data", "{tmp}/fer.csv"),
+        ["data.root", "fer.csv", "is a file", "data.source=fer2013_csv"],
+    ),
     ("data-no-train-folder", "folder_no_train", "train " + TRAIN + " " + FOLDER, ["no train/ folder", "<class>"]),
     ("data-no-class-folders", "folder_no_classes", "train " + TRAIN + " " + FOLDER, ["no class folders", "<class>"]),
     ("data-empty-class", "folder_empty_class", "train " + TRAIN + " " + FOLDER, ["train/empty", "has no images"]),
@@ -250,6 +256,12 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ),
     # ---- FER2013 CSVs
     ("fer-missing", "none", "train " + TRAIN + " " + FER, ["fer.csv", "does not exist"]),
+    (
+        "fer-root-is-a-folder",
+        "folder_one_class",
+        "train " + TRAIN + " " + FER.replace("{tmp}/fer.csv", "{tmp}/data"),
+        ["data.root", "/data", "is a folder", "CSV file"],
+    ),
     ("fer-wrong-columns", "fer_columns", "train " + TRAIN + " " + FER, ["fer.csv", "missing emotion, pixels"]),
     ("fer-wrong-pixel-count", "fer_pixels", "train " + TRAIN + " " + FER, ["fer.csv:2", "3 values", "2304"]),
     ("fer-pixels-not-numbers", "fer_not_numbers", "train " + TRAIN + " " + FER, ["fer.csv:2", "integers 0..255"]),

@@ -111,6 +111,9 @@ def stream_split(
 def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
     assert cfg.root is not None
     root = Path(cfg.root)
+    if root.is_file():
+        hint = "; for a FER2013 CSV use data.source=fer2013_csv" if root.suffix.lower() == ".csv" else ""
+        raise DataError(f"data.root: {root} is a file; imagefolder expects a folder holding train/<class>/{hint}")
     if not root.is_dir():
         raise DataError(f"data.root: folder {root} does not exist")
     train_dir = root / "train"

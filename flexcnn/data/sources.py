@@ -154,6 +154,8 @@ def parse_fer_csv(path: Path, cfg: DataConfig) -> DataSplits:
     """Parse a FER2013 CSV; Usage picks the split (Training/PublicTest/PrivateTest)."""
     import csv
 
+    if path.is_dir():
+        raise DataError(f"data.root: {path} is a folder; fer2013_csv expects the CSV file itself (fer2013.csv)")
     if not path.is_file():
         raise DataError(f"data.root: FER2013 CSV {path} does not exist")
     rows: dict[str, tuple[list[np.ndarray], list[int]]] = {s: ([], []) for s in ("train", "val", "test")}
