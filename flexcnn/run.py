@@ -184,6 +184,14 @@ def run(
     resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
     pipe = build_pipeline(config, hw.device)
+    switch = getattr(pipe.adapter, "phase_switch_epoch", None)
+    if switch is not None and switch >= config.train.epochs:
+        log.warning(
+            "model.head_epochs=%d is not below train.epochs=%d: the backbone is never unfrozen, "
+            "so this two_phase run trains the head only (feature extraction)",
+            switch,
+            config.train.epochs,
+        )
     module = pipe.adapter.module.to(hw.device)
     channels_last = channels_last_for(hw, module)
     if channels_last:

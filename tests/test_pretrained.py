@@ -350,6 +350,23 @@ def test_two_phase_run_trains_head_then_unfreezes_with_a_new_optimizer(tmp_path:
     assert not _changed(initial, resumed_snaps.models[0], "layer3.")
 
 
+def test_two_phase_that_never_switches_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = run_config(
+        tmp_path / "runs",
+        "model.kind=torchvision:resnet18",
+        "model.weights=none",
+        "model.strategy=two_phase",
+        "model.head_epochs=2",
+        "model.unfreeze_stages=1",
+        "train.epochs=2",
+    )
+    with caplog.at_level("WARNING", logger="flexcnn.run"):
+        result = run(config, run_dir=tmp_path / "run")
+    assert result.status == "completed"
+    assert "model.head_epochs=2 is not below train.epochs=2" in caplog.text
+    assert "feature extraction" in caplog.text
+
+
 # --------------------------------------------------------------------------- weights
 
 
