@@ -67,7 +67,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast runs natively (and so faster than fp32) on ``device``.
 
     CUDA: Ampere and later. CPU: AVX512-BF16 or AMX, where oneDNN's bf16
-    convolutions trained the CNNs in ``bench/bench_loop.py`` 1.3 to 1.8x
+    convolutions trained the CNNs of ``bench/bench_precision.py`` 1.1 to 1.9x
     faster than fp32; CPUs without them emulate bf16 and would be slower.
     """
     if device.type == "cuda":
@@ -78,8 +78,9 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-# oneDNN's channels-last convolutions lost to NCHW wherever a conv had fewer output channels
-# than this (an 8-filter first block ran 0.7x), and won 1.3 to 2x from 16 up.
+# With bf16, oneDNN's channels-last convolutions lost to NCHW where a conv had fewer output
+# channels than this (an 8-filter first block ran 0.63x) and won 1.1 to 1.7x from 16 up
+# (bench/bench_precision.py).
 MIN_CHANNELS_LAST_WIDTH = 16
 
 
@@ -88,7 +89,7 @@ def channels_last_for(hw: Hardware, module: nn.Module) -> bool:
 
     CUDA: always (tensor cores want NHWC). CPU: with bf16 autocast, when no
     convolution is narrower than MIN_CHANNELS_LAST_WIDTH. In fp32 on CPU the
-    gain was mixed (ResNet18 ran 0.87x), so it stays off.
+    gain was mixed (ResNet18 ran 0.93x, small CNNs 0.76x), so it stays off.
     """
     if hw.channels_last is not None:
         return hw.channels_last
