@@ -46,7 +46,7 @@ from flexcnn.data import load_splits
 from flexcnn.data.base import ImageTensors
 from flexcnn.data.loaders import default_workers, make_loader
 from flexcnn.engine import train_one_epoch
-from flexcnn.hardware import channels_last_for, cpu_threads, resolve_hardware
+from flexcnn.hardware import cpu_threads, resolve_hardware
 from flexcnn.run import build_pipeline
 
 REPS = 3
@@ -137,7 +137,7 @@ def _trainer(config: RunConfig) -> tuple[Any, Callable[[Side], int]]:
     torch.manual_seed(0)
     pipe = build_pipeline(config, CPU)
     model = pipe.adapter.module
-    if channels_last_for(hw, model):  # as run() does: bf16 autocast and channels_last where this CPU has them
+    if hw.channels_last:  # as run() does, with its precision too (bf16 autocast where the CPU has it)
         model = model.to(memory_format=torch.channels_last)
         pipe.transform.memory_format = torch.channels_last
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

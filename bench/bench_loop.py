@@ -9,8 +9,8 @@ warm-up epoch; the figure is training images per second.
   auto), so the ratio is run()'s own overhead: checkpoints, metrics,
   reporters.
 - run() with those defaults vs run() in fp32 and NCHW: what the automatic
-  fast paths are worth here (bf16 autocast and channels_last on a CPU with
-  AVX512-BF16/AMX or a recent GPU; 1.0x where they stay off).
+  fast paths are worth here (bf16 autocast on a CPU with AVX512-BF16/AMX,
+  bf16 autocast + channels_last on a recent GPU; 1.0x where they stay off).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from bench.common import Row
 from flexcnn.config import load_config
 from flexcnn.engine import autocast
-from flexcnn.hardware import channels_last_for, resolve_hardware
+from flexcnn.hardware import resolve_hardware
 from flexcnn.run import build_pipeline
 from flexcnn.run import run as run_training
 
@@ -49,8 +49,7 @@ def minimal_loop_images_per_second() -> tuple[float, str]:
     torch.manual_seed(0)
     pipe = build_pipeline(config, hw.device)
     model = pipe.adapter.module.to(hw.device)
-    channels_last = channels_last_for(hw, model)
-    if channels_last:
+    if hw.channels_last:
         model = model.to(memory_format=torch.channels_last)
         pipe.transform.memory_format = torch.channels_last
     images, labels = pipe.splits.train.images, pipe.splits.train.labels  # type: ignore[union-attr]
@@ -75,7 +74,7 @@ def minimal_loop_images_per_second() -> tuple[float, str]:
         if epoch > 0:  # epoch 0 warms up allocators and caches
             seen += n
             elapsed += time.perf_counter() - start
-    return seen / elapsed, hw.describe(channels_last)
+    return seen / elapsed, hw.describe()
 
 
 def run_images_per_second(*extra: str) -> float:

@@ -15,7 +15,7 @@ from flexcnn.data.loaders import make_loader
 from flexcnn.data.sources import Target
 from flexcnn.engine import evaluate
 from flexcnn.errors import CheckpointError, DataError
-from flexcnn.hardware import channels_last_for, resolve_hardware
+from flexcnn.hardware import resolve_hardware
 from flexcnn.metrics import classification_report
 from flexcnn.models import InputSpec, build_model
 
@@ -45,8 +45,7 @@ def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str
     # The run's precision and layout settings (so the metrics match its summary), on this machine's device.
     hw = resolve_hardware(config.train.model_copy(update={"device": "auto"}))
     module = module.to(hw.device)
-    channels_last = channels_last_for(hw, module)
-    if channels_last:
+    if hw.channels_last:
         module = module.to(memory_format=torch.channels_last)
     info = state["input"]
     splits = load_splits(config.data, Target(info["channels"], info["image_size"]))
@@ -62,7 +61,7 @@ def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str
         out_size=info["image_size"],
         mean=tuple(info["mean"]),
         std=tuple(info["std"]),
-        channels_last=channels_last,
+        channels_last=hw.channels_last,
         device=hw.device,
     )
     loader = make_loader(data, batch_size=256, device=hw.device, train=False, resident=True)

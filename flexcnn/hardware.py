@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from flexcnn.config import TrainConfig
 from flexcnn.errors import ConfigError
@@ -21,16 +20,16 @@ _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 class Hardware:
     device: torch.device
     amp_dtype: torch.dtype | None
-    channels_last: bool | None  # None: decided per model by channels_last_for()
+    channels_last: bool
 
     @property
     def needs_scaler(self) -> bool:
         return self.amp_dtype == torch.float16 and self.device.type == "cuda"
 
-    def describe(self, channels_last: bool) -> str:
-        """``cpu (bf16 autocast, channels_last)``: what the run shows and logs as its device."""
+    def describe(self) -> str:
+        """``cpu (bf16 autocast)``: what the run shows and logs as its device."""
         fast = [f"{_AMP_NAMES[self.amp_dtype]} autocast"] if self.amp_dtype is not None else []
-        fast += ["channels_last"] if channels_last else []
+        fast += ["channels_last"] if self.channels_last else []
         return f"{self.device} ({', '.join(fast)})" if fast else str(self.device)
 
 
@@ -55,7 +54,12 @@ def resolve_hardware(cfg: TrainConfig) -> Hardware:
         amp = torch.bfloat16
     elif cfg.amp == "fp16":
         amp = torch.float16
-    channels_last = {"on": True, "off": False}.get(cfg.channels_last)
+    # auto: on CUDA only. Tensor cores want NHWC. On a CPU with bf16, NHWC was faster still (1.1 to
+    # 1.7x over bf16 NCHW from 16 channels up, bench/bench_precision.py), but oneDNN's bf16 NHWC
+    # convolution backward sporadically returned NaN weight gradients for a 3x3 stride-2 conv over a
+    # 1x1 feature map (ResNet18 at 16 px: 3 runs in 10 on a loaded machine, 0 in 10 in NCHW or in
+    # fp32 NHWC), so on CPU it stays an explicit train.channels_last=on.
+    channels_last = {"on": True, "off": False}.get(cfg.channels_last, cuda)
     if cuda:
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -76,29 +80,6 @@ def native_bf16(device: torch.device) -> bool:
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return False
-
-
-# With bf16, oneDNN's channels-last convolutions lost to NCHW where a conv had fewer output
-# channels than this (an 8-filter first block ran 0.63x) and won 1.1 to 1.7x from 16 up
-# (bench/bench_precision.py).
-MIN_CHANNELS_LAST_WIDTH = 16
-
-
-def channels_last_for(hw: Hardware, module: nn.Module) -> bool:
-    """Resolve ``train.channels_last=auto`` for this model on this device.
-
-    CUDA: always (tensor cores want NHWC). CPU: with bf16 autocast, when no
-    convolution is narrower than MIN_CHANNELS_LAST_WIDTH. In fp32 on CPU the
-    gain was mixed (ResNet18 ran 0.93x, small CNNs 0.76x), so it stays off.
-    """
-    if hw.channels_last is not None:
-        return hw.channels_last
-    if hw.device.type == "cuda":
-        return True
-    if hw.device.type != "cpu" or hw.amp_dtype != torch.bfloat16:
-        return False
-    widths = [m.out_channels for m in module.modules() if isinstance(m, nn.Conv2d)]
-    return bool(widths) and min(widths) >= MIN_CHANNELS_LAST_WIDTH
 
 
 def cpu_threads(requested: int | None, env: Mapping[str, str] = os.environ) -> int | None:

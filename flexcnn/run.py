@@ -28,7 +28,7 @@ from flexcnn.data.loaders import make_loader
 from flexcnn.data.stats import channel_stats
 from flexcnn.engine import evaluate, train_one_epoch
 from flexcnn.errors import CheckpointError, OutOfMemory, RunFailed, StorageFull, TrainingDiverged, UserError
-from flexcnn.hardware import Hardware, channels_last_for, resolve_hardware
+from flexcnn.hardware import Hardware, resolve_hardware
 from flexcnn.losses import make_loss
 from flexcnn.metrics import classification_report, macro_f1
 from flexcnn.models import InputSpec, ModelAdapter, build_model, input_request
@@ -193,8 +193,7 @@ def run(
             config.train.epochs,
         )
     module = pipe.adapter.module.to(hw.device)
-    channels_last = channels_last_for(hw, module)
-    if channels_last:
+    if hw.channels_last:
         module = module.to(memory_format=torch.channels_last)
         pipe.transform.memory_format = torch.channels_last  # batches arrive in the layout the model runs in
     net = torch.compile(module, mode=config.train.compile) if config.train.compile != "off" else module
@@ -272,7 +271,7 @@ def run(
         run_dir=out,
         classes=splits.classes,
         parameter_counts=pipe.adapter.parameter_counts(),
-        device=hw.describe(channels_last),
+        device=hw.describe(),
         train_size=len(splits.train),
         val_size=len(splits.val),
         test_size=len(splits.test) if splits.test is not None else 0,

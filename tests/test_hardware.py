@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from flexcnn.config import TrainConfig, load_config
 from flexcnn.evaluate import evaluate_checkpoint
-from flexcnn.hardware import MIN_CHANNELS_LAST_WIDTH, Hardware, channels_last_for, native_bf16, resolve_hardware
+from flexcnn.hardware import Hardware, native_bf16, resolve_hardware
 from flexcnn.run import run
 from tests.conftest import TINY
 
@@ -19,14 +18,6 @@ CPU = torch.device("cpu")
 
 def _train(*overrides: str) -> TrainConfig:
     return load_config(None, [f"train.{o}" for o in overrides]).train
-
-
-def _convs(*widths: int) -> nn.Module:
-    layers, channels = [], 3
-    for width in widths:
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
-        channels = width
-    return nn.Sequential(*layers)
 
 
 def test_cpu_bf16_is_native_exactly_when_the_cpu_has_avx512_bf16_or_amx() -> None:
@@ -48,26 +39,16 @@ def test_amp_setting_resolves_on_cpu(amp: str, expected: object) -> None:
     assert not hw.needs_scaler  # a GradScaler is for fp16 on CUDA only
 
 
-@pytest.mark.parametrize("setting", ["on", "off"])
-def test_explicit_channels_last_wins_over_the_model_rule(setting: str) -> None:
-    hw = resolve_hardware(_train("device=cpu", f"channels_last={setting}"))
-    assert channels_last_for(hw, _convs(8)) is (setting == "on")
-    assert channels_last_for(hw, _convs(64, 128)) is (setting == "on")
-
-
-def test_auto_channels_last_on_cpu_needs_bf16_and_no_narrow_conv() -> None:
-    bf16 = Hardware(CPU, torch.bfloat16, None)
-    assert channels_last_for(bf16, _convs(MIN_CHANNELS_LAST_WIDTH, 64))
-    assert not channels_last_for(bf16, _convs(MIN_CHANNELS_LAST_WIDTH - 1, 64))  # one narrow conv is enough
-    assert not channels_last_for(bf16, nn.Sequential(nn.Flatten(), nn.Linear(10, 2)))  # nothing to lay out
-    assert not channels_last_for(Hardware(CPU, None, None), _convs(64, 128))  # fp32 on CPU: mixed gains, off
-    assert channels_last_for(Hardware(torch.device("cuda"), None, None), _convs(8))  # CUDA: always
+@pytest.mark.parametrize(("setting", "expected"), [("on", True), ("off", False), ("auto", False)])
+def test_channels_last_on_cpu_is_explicit(setting: str, expected: bool) -> None:
+    # auto is CUDA-only: oneDNN's bf16 NHWC backward sporadically gave NaN gradients (see hardware.py).
+    assert resolve_hardware(_train("device=cpu", f"channels_last={setting}")).channels_last is expected
 
 
 def test_describe_names_the_fast_paths() -> None:
-    assert Hardware(CPU, None, None).describe(channels_last=False) == "cpu"
-    assert Hardware(CPU, torch.bfloat16, None).describe(channels_last=True) == "cpu (bf16 autocast, channels_last)"
-    assert Hardware(torch.device("cuda"), torch.float16, True).describe(channels_last=False) == "cuda (fp16 autocast)"
+    assert Hardware(CPU, None, False).describe() == "cpu"
+    assert Hardware(CPU, torch.bfloat16, False).describe() == "cpu (bf16 autocast)"
+    assert Hardware(torch.device("cuda"), torch.float16, True).describe() == "cuda (fp16 autocast, channels_last)"
 
 
 @pytest.mark.parametrize(
@@ -81,7 +62,7 @@ def test_describe_names_the_fast_paths() -> None:
     ids=["fp32", "bf16+channels_last", "bf16", "fp32+channels_last"],
 )
 def test_every_precision_and_layout_trains_and_keeps_fp32_weights(tmp_path: Path, layout: list[str]) -> None:
-    # Widths of 16 and up, the shape the channels_last rule picks; bf16 is emulated where the CPU lacks it.
+    # bf16 is emulated where the CPU lacks it.
     config = load_config(None, [*TINY, "model.num_filters=[16,32]", *layout])
     result = run(config, run_dir=tmp_path)
     assert result.status == "completed" and result.summary["test/acc"] > 0.3
