@@ -135,11 +135,10 @@ def _trainer(config: RunConfig) -> tuple[Any, Callable[[Side], int]]:
     """The pipeline and a step that trains one epoch over a side with run()'s loop, model, optimiser and precision."""
     hw = resolve_hardware(config.train.model_copy(update={"device": "cpu"}))
     torch.manual_seed(0)
-    pipe = build_pipeline(config, CPU)
+    pipe = build_pipeline(config, CPU, hw.channels_last)
     model = pipe.adapter.module
     if hw.channels_last:  # as run() does, with its precision too (bf16 autocast where the CPU has it)
         model = model.to(memory_format=torch.channels_last)
-        pipe.transform.memory_format = torch.channels_last
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss = torch.nn.CrossEntropyLoss()
 

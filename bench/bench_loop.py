@@ -47,11 +47,10 @@ def minimal_loop_images_per_second() -> tuple[float, str]:
     config = load_config(None, OVERRIDES)
     hw = resolve_hardware(config.train)
     torch.manual_seed(0)
-    pipe = build_pipeline(config, hw.device)
+    pipe = build_pipeline(config, hw.device, hw.channels_last)
     model = pipe.adapter.module.to(hw.device)
     if hw.channels_last:
         model = model.to(memory_format=torch.channels_last)
-        pipe.transform.memory_format = torch.channels_last
     images, labels = pipe.splits.train.images, pipe.splits.train.labels  # type: ignore[union-attr]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()

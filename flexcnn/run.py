@@ -110,7 +110,7 @@ def new_run_dir(config: RunConfig) -> Path:
     raise UserError(f"too many runs named {name!r} under {root}; set logging.run_name")
 
 
-def build_pipeline(config: RunConfig, device: torch.device) -> Pipeline:
+def build_pipeline(config: RunConfig, device: torch.device, channels_last: bool = False) -> Pipeline:
     """Load data and build the model and batch transform that fit each other."""
     request = input_request(config.model)
     channels = config.data.channels or request.channels
@@ -144,6 +144,7 @@ def build_pipeline(config: RunConfig, device: torch.device) -> Pipeline:
         std=std,
         preset=config.data.augment,
         hflip=config.data.hflip,
+        channels_last=channels_last,
         device=device,
     )
     return Pipeline(splits, spec, mean, std, adapter, transform)
@@ -183,7 +184,7 @@ def run(
         _check_output_dir(Path(config.logging.output_dir))
     resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
-    pipe = build_pipeline(config, hw.device)
+    pipe = build_pipeline(config, hw.device, hw.channels_last)
     switch = getattr(pipe.adapter, "phase_switch_epoch", None)
     if switch is not None and switch >= config.train.epochs:
         log.warning(
@@ -195,7 +196,6 @@ def run(
     module = pipe.adapter.module.to(hw.device)
     if hw.channels_last:
         module = module.to(memory_format=torch.channels_last)
-        pipe.transform.memory_format = torch.channels_last  # batches arrive in the layout the model runs in
     net = torch.compile(module, mode=config.train.compile) if config.train.compile != "off" else module
 
     loader_gen = torch.Generator().manual_seed(config.train.seed)
