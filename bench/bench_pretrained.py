@@ -12,7 +12,7 @@ On CPU each figure is the fastest of up to ``CPU_STEPS`` timed steps after one
 warm-up step (timing stops after ``CPU_SECONDS``), which keeps the module at a
 few minutes on 2 cores and filters out slow-downs from other processes.
 On a CPU with native bf16 (AVX512-BF16/AMX), full fine-tuning is also
-measured with bf16 autocast, what ``train.amp=auto`` picks there.
+measured with bf16 autocast (``train.amp=bf16``, opt-in on CPU).
 Where a CUDA GPU is available, every strategy is also measured with bf16
 autocast + channels_last against fp32, and ResNet50 full fine-tuning at batch
 256 against the published single-H100 figure.
@@ -141,7 +141,7 @@ def cpu_rows() -> list[Row]:
                     aim="~1x" if strategy == "full" else ">1x",
                 )
             )
-        if native_bf16(cpu):  # what train.amp=auto picks on this CPU, for the full fine-tune
+        if native_bf16(cpu):  # what train.amp=bf16 (opt-in on CPU) gives the full fine-tune here
             _progress(f"{kind} cpu: full, bf16 autocast")
             fast = images_per_second(with_strategy(kind, "full"), cpu, amp=torch.bfloat16, max_seconds=CPU_SECONDS)
             rows.append(Row(f"{kind} cpu full bf16 img/s", fast, baseline, "i/s", "same, fp32", aim=">1x"))

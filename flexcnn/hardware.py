@@ -50,15 +50,16 @@ def resolve_hardware(cfg: TrainConfig) -> Hardware:
             raise ConfigError("train.device=mps but MPS is not available on this machine")
     cuda = device.type == "cuda"
     amp: torch.dtype | None = None
-    if cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device)):
+    # auto: bf16 on CUDA only. On CPUs with native bf16 it trained 1.1 to 1.9x faster
+    # (bench/bench_precision.py), but ResNet18 at 16 px (1x1 feature maps) sporadically reached
+    # NaN losses under bf16 there, in NCHW and more often in NHWC, so on CPU it is opt-in.
+    if cfg.amp == "bf16" or (cfg.amp == "auto" and cuda and native_bf16(device)):
         amp = torch.bfloat16
     elif cfg.amp == "fp16":
         amp = torch.float16
-    # auto: on CUDA only. Tensor cores want NHWC. On a CPU with bf16, NHWC was faster still (1.1 to
-    # 1.7x over bf16 NCHW from 16 channels up, bench/bench_precision.py), but oneDNN's bf16 NHWC
-    # convolution backward sporadically returned NaN weight gradients for a 3x3 stride-2 conv over a
-    # 1x1 feature map (ResNet18 at 16 px: 3 runs in 10 on a loaded machine, 0 in 10 in NCHW or in
-    # fp32 NHWC), so on CPU it stays an explicit train.channels_last=on.
+    # auto: on CUDA only (tensor cores want NHWC). On CPU, bf16 + NHWC was fastest (1.1 to 1.7x
+    # over bf16 NCHW) but is where those NaNs were most frequent: a NaN weight gradient from the
+    # 3x3 stride-2 conv over a 1x1 map, 3 runs in 10 on a loaded machine.
     channels_last = {"on": True, "off": False}.get(cfg.channels_last, cuda)
     if cuda:
         torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
