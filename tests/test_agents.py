@@ -100,6 +100,11 @@ def agent_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "flexcnn", "agent", *args]
 
 
+def run_agent(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """``flexcnn agent ARGS`` to completion, its output captured (every agent here ends within a minute)."""
+    return subprocess.run(agent_cli(*args), cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
 def records(folder: Path) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("slot*.json"))}
 
@@ -248,14 +253,7 @@ def test_cpu_mode_spawns_trials_per_gpu_children_on_each_requested_gpu(
     child, tmp_path: Path, per_gpu: int, names: list[str]
 ) -> None:
     argv, env = child("quick")
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0,1", "--cpu", "--trials-per-gpu", str(per_gpu), "--", *argv),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_agent("run", "--gpus", "0,1", "--cpu", "--trials-per-gpu", str(per_gpu), "--", *argv, env=env)
     assert out.returncode == 0, out.stderr
     recs = records(tmp_path)
     slots = [str(i) for i in range(2 * per_gpu)]
@@ -308,13 +306,8 @@ def test_grace_period_interrupts_trials_that_do_not_end(child, tmp_path: Path) -
 
 def test_a_crashing_child_is_restarted_at_most_the_limit(child, tmp_path: Path) -> None:
     argv, env = child("crash")
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0,1", "--cpu", "--max-restarts", "2", "--restart-delay", "0", "--", *argv),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = run_agent(
+        "run", "--gpus", "0,1", "--cpu", "--max-restarts", "2", "--restart-delay", "0", "--", *argv, env=env
     )
     assert out.returncode == 1
     assert starts(tmp_path, 0) == starts(tmp_path, 1) == 3  # the first start + 2 restarts
@@ -324,14 +317,7 @@ def test_a_crashing_child_is_restarted_at_most_the_limit(child, tmp_path: Path) 
 
 def test_a_child_that_recovers_is_restarted_once(child, tmp_path: Path) -> None:
     argv, env = child("crash-once")
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0", "--cpu", "--restart-delay", "0", "--", *argv),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_agent("run", "--gpus", "0", "--cpu", "--restart-delay", "0", "--", *argv, env=env)
     assert out.returncode == 0, out.stderr
     assert starts(tmp_path, 0) == 2
     assert "restart 1 of 3" in out.stderr
@@ -339,14 +325,7 @@ def test_a_child_that_recovers_is_restarted_once(child, tmp_path: Path) -> None:
 
 def test_no_visible_gpu_is_a_clear_error(child) -> None:
     argv, env = child("quick")
-    out = subprocess.run(
-        agent_cli("run", "--", *argv),
-        cwd=REPO,
-        env={**env, "CUDA_VISIBLE_DEVICES": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_agent("run", "--", *argv, env={**env, "CUDA_VISIBLE_DEVICES": ""})
     assert out.returncode == 2
     assert out.stderr.startswith("error: no GPU is visible")
     assert "--cpu" in out.stderr and "Traceback" not in out.stderr
@@ -354,10 +333,7 @@ def test_no_visible_gpu_is_a_clear_error(child) -> None:
 
 def test_a_missing_program_is_a_usage_error_not_a_crash_loop(child) -> None:
     _, env = child("quick")
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0", "--cpu", "--", "no-such-program-xyz"), cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = run_agent("run", "--gpus", "0", "--cpu", "--", "no-such-program-xyz", env=env)
     assert out.returncode == 2
     assert "no-such-program-xyz: command not found" in out.stderr and "restart" not in out.stderr
 
@@ -367,14 +343,7 @@ def test_the_api_key_reaches_children_and_never_the_logs(child, tmp_path: Path) 
     (tmp_path / "key").write_text(key)
     argv, env = child("quick", WANDB_API_KEY_FILE=str(tmp_path / "key"), AGENT_TEST_EXPECT_KEY=key)
     env.pop("WANDB_API_KEY", None)
-    out = subprocess.run(
-        agent_cli("run", "--gpus", "0", "--cpu", "--", *argv),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_agent("run", "--gpus", "0", "--cpu", "--", *argv, env=env)
     assert out.returncode == 0, out.stderr
     assert records(tmp_path)["slot0"]["key_ok"] is True
     assert key not in out.stdout + out.stderr
@@ -382,14 +351,7 @@ def test_the_api_key_reaches_children_and_never_the_logs(child, tmp_path: Path) 
 
 def test_dry_run_shows_the_commands_without_secrets() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    out = subprocess.run(
-        agent_cli("wandb", "ent/proj/abc123", "--gpus", "0,1", "--cpu", "--count", "2", "--dry-run"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_agent("wandb", "ent/proj/abc123", "--gpus", "0,1", "--cpu", "--count", "2", "--dry-run", env=env)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["gpu0", "gpu1"]
@@ -397,24 +359,18 @@ def test_dry_run_shows_the_commands_without_secrets() -> None:
     assert lines[0].endswith("-m wandb agent --count 2 ent/proj/abc123")
 
     sweep = REPO / "configs" / "demo-digits.yaml"  # any existing file: a dry run does not read it
-    out = subprocess.run(
-        agent_cli(
-            "optuna",
-            str(sweep),
-            "--study",
-            "s",
-            "--storage",
-            "postgresql://u:hunter2@db/optuna",
-            "--gpus",
-            "0",
-            "--cpu",
-            "--dry-run",
-        ),
-        cwd=REPO,
+    out = run_agent(
+        "optuna",
+        str(sweep),
+        "--study",
+        "s",
+        "--storage",
+        "postgresql://u:hunter2@db/optuna",
+        "--gpus",
+        "0",
+        "--cpu",
+        "--dry-run",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "optuna worker" in out.stdout and "postgresql://u:***@db/optuna" in out.stdout
@@ -424,14 +380,9 @@ def test_dry_run_shows_the_commands_without_secrets() -> None:
 
 def test_optuna_agent_needs_an_existing_sweep(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXCNN_")}
-    out = subprocess.run(
-        agent_cli("optuna", "--cpu", "--gpus", "0"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-    )
+    out = run_agent("optuna", "--cpu", "--gpus", "0", env=env, cwd=tmp_path)
     assert out.returncode == 2 and "FLEXCNN_SWEEP" in out.stderr
-    out = subprocess.run(
-        agent_cli("optuna", "missing.yaml", "--study", "s", "--cpu", "--gpus", "0"),
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    out = run_agent("optuna", "missing.yaml", "--study", "s", "--cpu", "--gpus", "0", env=env, cwd=tmp_path)
     assert out.returncode == 2 and "missing.yaml does not exist" in out.stderr
 
 
