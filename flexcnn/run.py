@@ -344,6 +344,9 @@ def run(
             if not math.isfinite(val.loss):
                 raise TrainingDiverged(f"validation loss became {val.loss} in epoch {epoch + 1}")
             schedule.step_epoch(monitored)
+            # metrics.jsonl before last.pt: a kill between the two then re-runs this epoch on resume,
+            # where the other order left a hole in metrics.jsonl (last.pt past the rows it kept).
+            files.on_epoch(epoch, metrics)
             if tracker.update(monitored, epoch + 1):
                 save_checkpoint(best_path, {**checkpoint_state(epoch + 1), "metrics": metrics})
             save_checkpoint(
@@ -357,7 +360,7 @@ def run(
                     "rng": _rng_state(loader_gen, augment_gen, hw),
                 },
             )
-            _report_epoch(sinks, epoch, metrics)
+            _report_epoch(reporters, epoch, metrics)
             if tracker.should_stop:
                 status, reason = (
                     "early_stopped",

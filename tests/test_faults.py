@@ -269,6 +269,33 @@ def _overrides(run_dir: Path, extra: list[str] = ()) -> list[str]:  # type: igno
     return args
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL in-process: nothing in run() catches it, so no file is tidied up."""
+
+
+def test_a_kill_right_after_last_pt_is_written_leaves_no_hole_in_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flexcnn.run as run_module
+
+    real_save = run_module.save_checkpoint
+
+    def save_then_die(path: Path, state: dict) -> None:
+        real_save(path, state)
+        if Path(path).name == "last.pt" and state["epoch"] == 2:
+            raise Killed
+
+    config = load_config(None, [*TINY, "train.epochs=3"])
+    monkeypatch.setattr(run_module, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(config, run_dir=tmp_path)
+    monkeypatch.setattr(run_module, "save_checkpoint", real_save)
+    resumed = run(config, run_dir=tmp_path, resume=True)
+    assert resumed.status == "completed"
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_loss_stops_with_the_reason(
     bad: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
