@@ -75,6 +75,24 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
+def safe_torch_load(path: Path, map_location: str | torch.device = "cpu", *, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with a clear CheckpointError for every way a file can be bad.
+
+    ``what`` names the file in messages (``checkpoint``, ``model.weights: file``).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"refusing {what} {path}: it holds objects other than tensors and plain data "
+            f"(possibly code), and is only loaded with weights_only=True ({str(exc).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError) as exc:
+        # A file that is not a torch archive at all (text, another format) fails deep inside the
+        # unpickler with whatever error its first bytes happen to provoke.
+        raise CheckpointError(f"{what} {path} is corrupt or truncated: {type(exc).__name__}: {exc}") from None
+
+
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a flexcnn checkpoint with ``weights_only=True``; clear errors for bad files."""
     path = Path(path)
@@ -85,17 +103,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
                 break
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (expected best.pt or last.pt in a run folder)")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"refusing checkpoint {path}: it holds objects other than tensors and plain data "
-            f"(possibly code), and is only loaded with weights_only=True ({str(exc).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError) as exc:
-        # A file that is not a torch archive at all (text, another format) fails deep inside the
-        # unpickler with whatever error its first bytes happen to provoke.
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {type(exc).__name__}: {exc}") from None
+    state = safe_torch_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "model" not in state:
         raise CheckpointError(f"{path} is not a flexcnn checkpoint (no 'format'={FORMAT_VERSION} and 'model')")
     return state

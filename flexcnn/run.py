@@ -185,7 +185,7 @@ def run(
     resume_state = _resume_state(Path(run_dir), config) if resume and run_dir is not None else None
 
     pipe = build_pipeline(config, hw.device, hw.channels_last)
-    switch = getattr(pipe.adapter, "phase_switch_epoch", None)
+    switch = pipe.adapter.phase_switch_epoch
     if switch is not None and switch >= config.train.epochs:
         log.warning(
             "model.head_epochs=%d is not below train.epochs=%d: the backbone is never unfrozen, "
@@ -500,7 +500,7 @@ def _phase_start(adapter: ModelAdapter, epoch: int) -> int:
     """The epoch at which the current optimiser was (re)built, for schedule length."""
     start = 0
     for e in range(epoch):
-        if getattr(adapter, "phase_switch_epoch", None) == e:
+        if adapter.phase_switch_epoch == e:
             start = e
     return start
 

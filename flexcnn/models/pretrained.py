@@ -29,10 +29,8 @@ import functools
 import http.client
 import logging
 import os
-import pickle
 import re
 import sys
-import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from flexcnn.checkpoint import safe_torch_load
 from flexcnn.config import PretrainedConfig
 from flexcnn.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from flexcnn.errors import CheckpointError, ConfigError, UserError
@@ -404,15 +403,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     Accepts a plain state dict, a flexcnn checkpoint (its ``model``) or a dict
     with a ``state_dict`` entry; strips the ``module.`` prefix DataParallel adds.
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"model.weights: refusing {path}: it holds objects other than tensors and plain data and is only "
-            f"loaded with weights_only=True; save model.state_dict() instead ({str(exc).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise CheckpointError(f"model.weights: cannot read {path}: {exc}") from None
+    # "model.weights: file" so the message names the config field the path came from.
+    obj = safe_torch_load(path, what="model.weights: file")
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):

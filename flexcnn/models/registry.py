@@ -43,6 +43,10 @@ class ModelAdapter:
     learning rate, one phase.
     """
 
+    # The epoch (0-based) at which the trainable set changes and the optimiser is rebuilt
+    # (two-phase fine-tuning); None: one phase. run() sizes schedules and warns by it.
+    phase_switch_epoch: int | None = None
+
     def __init__(self, module: nn.Module, spec: InputSpec) -> None:
         self.module = module
         self.spec = spec
