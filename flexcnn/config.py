@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +27,7 @@ from pydantic import (
 )
 
 from flexcnn.errors import ConfigError
+from flexcnn.overrides import apply_override, walk_schema
 
 Activation = Literal["relu", "gelu", "silu", "mish", "leaky_relu", "elu"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -308,42 +308,6 @@ class RunConfig(Section):
 # --------------------------------------------------------------------------- loading
 
 
-def parse_value(text: str) -> Any:
-    """Parse an override value the way YAML would, plus ``1e-3`` style floats.
-
-    PyYAML follows YAML 1.1, where ``3e-4`` (no dot) is a string; users mean a number.
-    """
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse override value {text!r}: {exc}") from None
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        if math.isfinite(number):
-            return number
-    return value
-
-
-def apply_override(tree: dict[str, Any], assignment: str) -> None:
-    """Apply one ``dotted.key=value`` override to a nested dict, in place."""
-    key, sep, raw = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {assignment!r} must look like section.field=value")
-    *parents, leaf = key.split(".")
-    node = tree
-    for depth, part in enumerate(parents):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            where = ".".join(parents[: depth + 1])
-            raise ConfigError(f"override {key!r}: {where} is a value, not a section")
-        node = child
-    node[leaf] = parse_value(raw)
-
-
 def read_yaml(path: Path, what: str = "config file") -> Any:
     """Read a YAML file with the safe loader, turning I/O and syntax errors into ConfigError."""
     try:
@@ -421,35 +385,13 @@ def error_field(err: Mapping[str, Any]) -> str:
 
 
 def _suggestion(exc: ValidationError, loc: tuple[Any, ...]) -> str:
-    section = _section_model(loc[:-1])
-    if section is None:
+    section = walk_schema(RunConfig, loc[:-1], union_tags=True)
+    if not section.complete or not section.models:
         return ""
-    known = sorted(section.model_fields)
+    known = section.known()
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{hint}; expected one of: {', '.join(known)}"
-
-
-def _section_model(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = RunConfig
-    for part in loc:
-        if part == "flexible_cnn":
-            model = FlexibleCNNConfig
-            continue
-        if part == "pretrained":
-            model = PretrainedConfig
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        elif part == "model":
-            continue
-        else:
-            return None
-    return model
 
 
 def dump_config(config: RunConfig) -> str:

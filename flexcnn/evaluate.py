@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from flexcnn.checkpoint import load_checkpoint
-from flexcnn.config import RunConfig, apply_override, validate_config
+from flexcnn.config import RunConfig, validate_config
 from flexcnn.data import load_splits
 from flexcnn.data.augment import BatchTransform
 from flexcnn.data.loaders import make_loader
@@ -18,6 +18,7 @@ from flexcnn.errors import CheckpointError, DataError
 from flexcnn.hardware import resolve_hardware
 from flexcnn.metrics import classification_report
 from flexcnn.models import InputSpec, build_model
+from flexcnn.overrides import apply_override
 
 
 def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:

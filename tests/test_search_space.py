@@ -18,9 +18,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from flexcnn.config import validate_config
 from flexcnn.errors import ConfigError, UserError
+from flexcnn.overrides import apply_overrides
+from flexcnn.search.params import SUPPORTED
 from flexcnn.search.pruners import make_pruner, min_epochs, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
-from flexcnn.search.space import SUPPORTED, apply_overrides, build_space
+from flexcnn.search.space import build_space
 from flexcnn.search.storage import mask_password, parse_storage
 from flexcnn.search.study import plan_study
 from flexcnn.search.sweep_file import load_sweep, parse_sweep

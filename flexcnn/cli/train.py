@@ -104,6 +104,8 @@ def _json_overrides(path: Path) -> list[str]:
     Lists stay lists. ``{"value": v}`` wrappers (wandb's config-file format) are
     unwrapped.
     """
+    from flexcnn.overrides import dotted_items
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -116,20 +118,13 @@ def _json_overrides(path: Path) -> list[str]:
             continue
         if isinstance(value, dict) and set(value) == {"value"}:
             value = value["value"]
-        _flatten(str(key), value, flat, path)
+        for dotted, leaf in dotted_items({str(key): value}):
+            if isinstance(leaf, dict):  # what is left of a mapping is an empty one
+                raise ConfigError(f"--args-json {path}: parameter {dotted!r} is an empty mapping")
+            if dotted in flat and flat[dotted] != leaf:
+                raise ConfigError(f"--args-json {path}: {dotted} is given twice, as {flat[dotted]!r} and {leaf!r}")
+            flat[dotted] = leaf
     return [f"{key}={json.dumps(value)}" for key, value in flat.items()]
-
-
-def _flatten(key: str, value: Any, out: dict[str, Any], path: Path) -> None:
-    if isinstance(value, dict):
-        if not value:
-            raise ConfigError(f"--args-json {path}: parameter {key!r} is an empty mapping")
-        for sub, sub_value in value.items():
-            _flatten(f"{key}.{sub}", sub_value, out, path)
-        return
-    if key in out and out[key] != value:
-        raise ConfigError(f"--args-json {path}: {key} is given twice, as {out[key]!r} and {value!r}")
-    out[key] = value
 
 
 @click.command()

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from flexcnn.config import RunConfig, validate_config
 from flexcnn.errors import CheckpointError, RunFailed, TrainingDiverged, UserError
+from flexcnn.overrides import apply_overrides
 from flexcnn.reporters.base import BaseReporter, Reporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.optuna import OptunaPruningReporter
-from flexcnn.search.space import SearchSpace, apply_overrides, format_value
+from flexcnn.search.space import SearchSpace, format_value
 from flexcnn.search.storage import StorageError
 
 if TYPE_CHECKING:

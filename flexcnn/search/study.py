@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from flexcnn.config import RunConfig, error_field, load_config, validate_config
 from flexcnn.errors import ConfigError, UserError
+from flexcnn.overrides import apply_overrides
 from flexcnn.search.pruners import make_pruner, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
-from flexcnn.search.space import SearchSpace, apply_overrides, build_space, format_value
+from flexcnn.search.space import SearchSpace, build_space, format_value
 from flexcnn.search.sweep_file import SweepSpec
 
 if TYPE_CHECKING:
