@@ -24,12 +24,12 @@ from flexcnn.agents.children import (
     agent_specs,
     optuna_worker_argv,
     resolve_secret_files,
-    threads_per_agent,
     wandb_agent_argv,
 )
 from flexcnn.agents.gpus import Discovery, NoGPUError, discover_gpus
 from flexcnn.agents.redact import redact
 from flexcnn.errors import UserError
+from flexcnn.hardware import threads_per_worker
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)
@@ -196,9 +196,9 @@ def test_child_commands_follow_the_contracts() -> None:
 
 def test_workers_share_the_cpus_instead_of_each_taking_all() -> None:
     cores = len(os.sched_getaffinity(0))
-    assert threads_per_agent(1) == cores
-    assert threads_per_agent(2) == max(1, cores // 2)
-    assert threads_per_agent(10 * cores) == 1
+    assert threads_per_worker(1) == cores
+    assert threads_per_worker(2) == max(1, cores // 2)
+    assert threads_per_worker(10 * cores) == 1
 
 
 def test_wandb_agent_command_is_what_wandb_accepts() -> None:
@@ -374,7 +374,7 @@ def test_dry_run_shows_the_commands_without_secrets() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "optuna worker" in out.stdout and "postgresql://u:***@db/optuna" in out.stdout
-    assert out.stdout.rstrip().endswith(f"--threads {threads_per_agent(1)}")
+    assert out.stdout.rstrip().endswith(f"--threads {threads_per_worker(1)}")
     assert "hunter2" not in out.stdout + out.stderr
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flexcnn.agents.children import threads_per_agent
+from flexcnn.hardware import threads_per_worker
 from tests.conftest import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -330,7 +330,7 @@ def test_the_compose_command_resolves_sweep_study_and_storage_from_its_variables
     assert line.startswith("gpu0: CUDA_VISIBLE_DEVICES=0 ")
     expected = (
         f"-m flexcnn optuna worker {env['FLEXCNN_SWEEP']} --study {env['FLEXCNN_STUDY']} "
-        f"--storage {env['FLEXCNN_STORAGE']} --n-trials {env['FLEXCNN_N_TRIALS']} --threads {threads_per_agent(1)}"
+        f"--storage {env['FLEXCNN_STORAGE']} --n-trials {env['FLEXCNN_N_TRIALS']} --threads {threads_per_worker(1)}"
     )
     assert line.endswith(expected), line
     assert "not-in-any-log" not in out.stdout + out.stderr

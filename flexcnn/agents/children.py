@@ -42,15 +42,6 @@ def optuna_worker_argv(
     return argv
 
 
-def threads_per_agent(agents: int) -> int:
-    """This process's CPUs shared out between ``agents`` workers (at least one each)."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # honours taskset/cgroup cpusets, unlike os.cpu_count()
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, agents))
-
-
 def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
     """The ``wandb agent`` command line one W&B agent runs."""
     argv = [sys.executable, "-m", "wandb", "agent"]

@@ -109,7 +109,7 @@ def optuna_agents(
     share a study through the same --storage (PostgreSQL across hosts).
     """
     from flexcnn.agents import optuna_worker_argv
-    from flexcnn.agents.children import threads_per_agent
+    from flexcnn.hardware import threads_per_worker
 
     if sweep is None:
         raise UserError("flexcnn agent optuna: name the sweep YAML (argument SWEEP or env FLEXCNN_SWEEP)")
@@ -118,7 +118,7 @@ def optuna_agents(
 
     def argv(gpus: Sequence[str]) -> list[str]:
         # Each worker would otherwise size its thread pool for the whole machine.
-        per_worker = threads or threads_per_agent(len(gpus))
+        per_worker = threads or threads_per_worker(len(gpus))
         return optuna_worker_argv(sweep, study=study, storage=storage, n_trials=n_trials, threads=per_worker)
 
     _run(argv, **common)

@@ -90,14 +90,15 @@ def optuna_group() -> None:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows at the end.")
 def run_command(workers: int, top: int, **kwargs: object) -> None:
     """Run the study for SWEEP.yaml with K worker processes, then print the leaderboard."""
+    from flexcnn.hardware import threads_per_worker
     from flexcnn.search.storage import open_storage, parse_storage
     from flexcnn.search.study import join_plan, open_study
     from flexcnn.search.sweep_file import load_sweep
-    from flexcnn.search.workers import default_threads, describe_storage, run_workers
+    from flexcnn.search.workers import describe_storage, run_workers
 
     opts = _worker_options(kwargs)
     if opts.threads is None:
-        opts.threads = default_threads(workers)
+        opts.threads = threads_per_worker(workers)
     spec = parse_storage(opts.storage)
     # Children get an unambiguous URL: journal:ABSOLUTE_PATH works whatever the file's suffix.
     opts.storage = spec.url if spec.kind == "rdb" else f"journal:{Path(spec.url).resolve()}"

@@ -454,14 +454,5 @@ def _study_done(study: optuna.Study, opts: WorkerOptions) -> bool:
     return budget is not None and counts["COMPLETE"] + counts["PRUNED"] >= budget
 
 
-def default_threads(workers: int) -> int:
-    """CPU threads per worker so that K workers share the cores without oversubscription."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
-
-
 def describe_storage(spec: StorageSpec) -> str:
     return spec.display if spec.kind == "rdb" else f"journal file {spec.url}"
