@@ -19,17 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from flexcnn.agents import RestartPolicy, parse_gpu_spec, select_gpus
-from flexcnn.agents.children import (
-    agent_specs,
-    optuna_worker_argv,
-    resolve_secret_files,
-    wandb_agent_argv,
-)
+from flexcnn.agents import parse_gpu_spec, select_gpus
+from flexcnn.agents.children import agent_specs, resolve_secret_files, wandb_agent_argv
 from flexcnn.agents.gpus import Discovery, NoGPUError, discover_gpus
 from flexcnn.agents.redact import redact
 from flexcnn.errors import UserError
 from flexcnn.hardware import threads_per_worker
+from flexcnn.processes import RestartPolicy
+from flexcnn.search.worker_argv import optuna_worker_argv
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,8 +1,8 @@
 """What each agent child runs and with which environment.
 
-The children are started with this interpreter (``python -m flexcnn``,
-``python -m wandb``) so they use the same installation as the parent, inside
-or outside a container.
+The children are started with this interpreter (``python -m wandb``, and
+``python -m flexcnn`` from :mod:`flexcnn.search.worker_argv`) so they use the
+same installation as the parent, inside or outside a container.
 """
 
 from __future__ import annotations
@@ -13,33 +13,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flexcnn.agents.supervisor import ChildSpec
 from flexcnn.errors import UserError
+from flexcnn.processes import ChildSpec
 
 # NAME_FILE -> NAME for the secrets a child may need: a Docker/Kubernetes secret
 # mounted as a file keeps the value out of `docker inspect` and the image.
 SECRET_FILE_VARS = ("WANDB_API_KEY", "PGPASSWORD")
-
-
-def flexcnn_argv(*args: str) -> list[str]:
-    """``flexcnn ARGS`` run by the current interpreter."""
-    return [sys.executable, "-m", "flexcnn", *args]
-
-
-def optuna_worker_argv(
-    sweep: Path | str,
-    *,
-    study: str | None,
-    storage: str | None,
-    n_trials: int | None = None,
-    threads: int | None = None,
-) -> list[str]:
-    """The ``flexcnn optuna worker`` command line one Optuna agent runs (None: the worker's default)."""
-    argv = flexcnn_argv("optuna", "worker", str(sweep))
-    for flag, value in (("--study", study), ("--storage", storage), ("--n-trials", n_trials), ("--threads", threads)):
-        if value:
-            argv += [flag, str(value)]
-    return argv
 
 
 def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:

@@ -91,10 +91,10 @@ def optuna_group() -> None:
 def run_command(workers: int, top: int, **kwargs: object) -> None:
     """Run the study for SWEEP.yaml with K worker processes, then print the leaderboard."""
     from flexcnn.hardware import threads_per_worker
+    from flexcnn.search.fanout import run_workers
     from flexcnn.search.storage import open_storage, parse_storage
     from flexcnn.search.study import join_plan, open_study
     from flexcnn.search.sweep_file import load_sweep
-    from flexcnn.search.workers import describe_storage, run_workers
 
     opts = _worker_options(kwargs)
     if opts.threads is None:
@@ -111,7 +111,7 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     # Workers read these back from the study; passing them keeps every worker on one plan.
     opts.n_trials, opts.sampler, opts.pruner = plan.settings.n_trials, plan.settings.sampler, plan.settings.pruner
     click.echo(
-        f"study {name!r} on {describe_storage(spec)}: {plan.settings.metric} ({plan.settings.direction}), "
+        f"study {name!r} on {spec.describe()}: {plan.settings.metric} ({plan.settings.direction}), "
         f"sampler {plan.settings.sampler}, pruner {plan.settings.pruner}, {plan.settings.n_trials} trials, "
         f"{workers} worker(s) x {opts.threads} thread(s)"
     )

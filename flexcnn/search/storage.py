@@ -12,7 +12,7 @@ RDB storages get heartbeats: a trial whose worker stops beating for
 ``grace`` seconds is marked FAIL and re-queued (RetryHeartbeatStaleTrialCallback),
 so a killed worker's trial runs again. The journal has no heartbeats; workers on
 one machine instead check whether the process that owns a RUNNING trial is
-still alive (``flexcnn.search.workers``).
+still alive (``flexcnn.search.reaping``).
 """
 
 from __future__ import annotations
@@ -59,6 +59,10 @@ class StorageSpec:
     @property
     def has_heartbeat(self) -> bool:
         return self.kind == "rdb"
+
+    def describe(self) -> str:
+        """What the storage is, for a message: ``journal file PATH`` or the URL with its password masked."""
+        return self.display if self.kind == "rdb" else f"journal file {self.url}"
 
     def dashboard_command(self) -> str:
         """How to open optuna-dashboard on this storage."""
