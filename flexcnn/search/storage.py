@@ -41,7 +41,24 @@ PATIENCE_SECONDS = 300.0
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # A retried trial that keeps dying (a config that always OOMs) is not retried forever.
 MAX_RETRIES = 3
-FORMS = "a journal file (PATH.log, PATH.journal or journal:PATH), sqlite:///PATH or postgresql://USER@HOST/DB"
+
+
+@dataclass(frozen=True)
+class StorageKind:
+    """A kind of storage flexcnn supports: its name (:attr:`StorageSpec.family`) and how a URL of it looks."""
+
+    name: str
+    forms: str
+
+
+# Every kind that messages offer and the storage contract suite (tests/contracts/test_storages.py)
+# runs against. A new kind goes here, in parse_storage and open_storage, and gets a fixture there.
+STORAGE_KINDS = (
+    StorageKind("journal", "a journal file (PATH.log, PATH.journal or journal:PATH)"),
+    StorageKind("sqlite", "sqlite:///PATH"),
+    StorageKind("postgresql", "postgresql://USER@HOST/DB"),
+)
+FORMS = ", ".join(kind.forms for kind in STORAGE_KINDS[:-1]) + f" or {STORAGE_KINDS[-1].forms}"
 
 
 class StorageError(UserError):
@@ -55,6 +72,11 @@ class StorageSpec:
     kind: Literal["journal", "rdb"]
     url: str  # for journal: the file path; for rdb: the SQLAlchemy URL
     display: str  # safe to print: passwords masked
+
+    @property
+    def family(self) -> str:
+        """``journal``, or the database an RDB URL names (``sqlite``, ``postgresql``, ``mysql``)."""
+        return "journal" if self.kind == "journal" else self.url.split("://", 1)[0].split("+", 1)[0]
 
     @property
     def has_heartbeat(self) -> bool:
