@@ -25,8 +25,7 @@ from flexcnn.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-# Decoding processes beyond this gained nothing on the data sets we stream (README, "Speed").
-MAX_LOADER_WORKERS = 8
+MAX_LOADER_WORKERS = 8  # data-loading processes per run, however many cores it may use
 
 
 @dataclass(frozen=True)

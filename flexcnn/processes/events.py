@@ -43,7 +43,9 @@ class SupervisorHooks:
 
     A user overrides what it needs: its own messages, work to do when a child
     ends (re-queue what it was doing), or a veto on restarts. Hooks run in the
-    supervisor's loop, between polls.
+    supervisor's loop, between polls. When a child ends, ``may_restart`` is
+    asked first (only if the policy would restart it), then ``exited`` is told
+    the outcome; a restart starts on a later poll, so ``exited`` runs before it.
     """
 
     def started(self, spec: ChildSpec, pid: int, argv: Sequence[str], *, first: bool) -> None:

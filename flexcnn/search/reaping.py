@@ -27,8 +27,11 @@ if TYPE_CHECKING:
 def recover_lost_trials(
     study: optuna.Study, trials: list[FrozenTrial], *, heartbeat: bool, say: Say, label: str
 ) -> int:
-    """Fail and re-queue RUNNING trials whose worker died, the way this storage can tell; return how many
-    this process re-queued itself (heartbeat storages queue the copies through their own callback: 0)."""
+    """Fail and re-queue RUNNING trials whose worker died, the way this storage can tell.
+
+    Returns how many this process re-queued itself: on a heartbeat storage
+    the storage's own callback queues the copies, and this returns 0.
+    """
     if heartbeat:
         fail_stale_trials(study)
         return 0
