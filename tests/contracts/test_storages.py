@@ -203,7 +203,8 @@ def test_a_running_trial_whose_worker_died_is_failed_and_requeued_with_its_param
     trial.report(0.25, step=1)
     if spec.has_heartbeat:
         study._storage.record_heartbeat(trial._trial_id)  # type: ignore[attr-defined]
-        time.sleep(3.5)  # past the grace period of three missed one-second beats
+        # Past the grace period of three missed one-second beats, on clocks that SQLite keeps in whole seconds.
+        time.sleep(4.5)
 
     # Another worker looks, the way its trial loop does on this storage.
     survivor = optuna.load_study(study_name="dead", storage=reopen(storage_url, heartbeat=1))
