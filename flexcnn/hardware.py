@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from flexcnn.config import TrainConfig
 from flexcnn.errors import ConfigError
+from flexcnn.sections import TrainConfig
 
 _AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 
