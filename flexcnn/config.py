@@ -14,8 +14,10 @@ live in ``flexcnn.sections``.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
+import operator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -82,10 +84,7 @@ def _model_union() -> Any:
     configs = {config_tag(e.config): e.config for e in model_entries()}
     members = [Annotated[cls, Tag(tag)] for tag, cls in configs.items()]
     members.append(Annotated[UnknownModel, Tag(UNKNOWN_KIND_TAG)])
-    union = members[0]
-    for member in members[1:]:
-        union = union | member
-    return Annotated[union, Discriminator(_model_tag)]
+    return Annotated[functools.reduce(operator.or_, members), Discriminator(_model_tag)]
 
 
 ModelConfig = _model_union()

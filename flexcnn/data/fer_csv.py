@@ -35,6 +35,7 @@ def _example(folder: Path) -> dict[str, Any]:
     example=_example,
 )
 def load_fer2013_csv(cfg: DataConfig, target: Target) -> DataSplits:
+    """The CSV at data.root, split by its Usage column."""
     assert cfg.root is not None
     return parse_fer_csv(Path(cfg.root), cfg)
 

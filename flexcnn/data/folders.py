@@ -122,6 +122,7 @@ def _example(folder: Path) -> dict[str, Any]:
     example=_example,
 )
 def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
+    """Class folders under data.root, decoded at data.image_size (else the model's size, else 64 px)."""
     assert cfg.root is not None
     root = Path(cfg.root)
     if root.is_file():

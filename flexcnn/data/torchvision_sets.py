@@ -81,6 +81,7 @@ def _open(name: str, root: Path, split: str, download: bool) -> Any:
 
 
 def load_torchvision_set(cfg: DataConfig) -> DataSplits:
+    """The set's own train and test splits, validation carved out of train."""
     root = Path(cfg.root) if cfg.root else default_data_root()
     train = _as_tensors(_open(cfg.source, root, "train", cfg.download))
     test = _as_tensors(_open(cfg.source, root, "test", cfg.download))

@@ -141,6 +141,7 @@ class ConvBlock(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
+        """Convs, shortcut, pooling, dropout."""
         out = self.body(x)
         if self.shortcut is not None:
             out = self.post(out + self.shortcut(x))
@@ -194,6 +195,7 @@ class FlexibleCNN(nn.Module):
         self.feature_size = size
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits for a normalised float batch (N, C, S, S)."""
         return self.classifier(self.pool(self.features(x)))
 
 
