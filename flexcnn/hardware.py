@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flexcnn.config import TrainConfig
 from flexcnn.errors import ConfigError
+from flexcnn.sections import TrainConfig
 
 if TYPE_CHECKING:
     import torch

@@ -22,13 +22,14 @@ import torch
 from flexcnn.checkpoint import load_checkpoint, save_checkpoint
 from flexcnn.config import RunConfig, validate_config
 from flexcnn.data import DataSplits, Target, load_splits
-from flexcnn.data.augment import IMAGENET_MEAN, IMAGENET_STD, BatchTransform
+from flexcnn.data.augment import BatchTransform
 from flexcnn.data.base import ImageTensors, Split
 from flexcnn.data.loaders import make_loader
 from flexcnn.data.stats import channel_stats
 from flexcnn.engine import evaluate, train_one_epoch
 from flexcnn.errors import CheckpointError, OutOfMemory, RunFailed, StorageFull, TrainingDiverged, UserError
 from flexcnn.hardware import Hardware, resolve_hardware
+from flexcnn.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from flexcnn.losses import make_loss
 from flexcnn.metrics import classification_report, macro_f1
 from flexcnn.models import InputSpec, ModelAdapter, build_model, input_request

@@ -25,8 +25,10 @@ import torch
 from PIL import Image
 
 from flexcnn.cli import main
+from flexcnn.data.fer_csv import write_fer_csv
+from flexcnn.data.folders import write_image_folder
 from tests.conftest import TINY
-from tests.helpers import flexcnn_cli, write_fer_csv, write_image_folder
+from tests.helpers import flexcnn_cli
 
 # Files that could pass for a result of a run that never happened.
 RESULT_FILES = {"summary.json", "best.pt", "last.pt", "metrics.jsonl", "per_class.json", "confusion.png"}

@@ -17,11 +17,13 @@ import torchvision
 from torch import nn
 
 from flexcnn.cli import main
-from flexcnn.config import PretrainedConfig, load_config
+from flexcnn.config import load_config
 from flexcnn.errors import CheckpointError, ConfigError
 from flexcnn.evaluate import evaluate_checkpoint
 from flexcnn.models import InputSpec, available_models, build_model, input_request
-from flexcnn.models.pretrained import PretrainedAdapter, weights_file
+from flexcnn.models.finetune import PretrainedAdapter
+from flexcnn.models.pretrained import PretrainedConfig
+from flexcnn.models.weights import weights_file
 from flexcnn.reporters.base import BaseReporter, StopRun
 from flexcnn.run import run
 

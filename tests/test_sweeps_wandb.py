@@ -24,8 +24,9 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_com
 from wandb.sdk.lib import config_util
 
 from flexcnn.cli.train import _json_overrides
-from flexcnn.config import Monitor, load_config
+from flexcnn.config import load_config
 from flexcnn.errors import ConfigError
+from flexcnn.sections import Monitor
 from tests.conftest import REPO
 from tests.helpers import offline_run_dir, read_offline_run
 

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from flexcnn.search.samplers import SAMPLERS
+
 if TYPE_CHECKING:
     import optuna
 
@@ -36,7 +38,7 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
         ),
         click.option(
             "--sampler",
-            type=click.Choice(["tpe", "gp", "cmaes", "random", "qmc", "grid"]),
+            type=click.Choice(SAMPLERS),
             help="Override the sampler (default from method: grid, random, bayes=tpe).",
         ),
         click.option(

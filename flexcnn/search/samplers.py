@@ -13,11 +13,14 @@ import warnings
 from typing import TYPE_CHECKING
 
 from flexcnn.errors import ConfigError, UserError
-from flexcnn.search.space import SearchSpace
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
 
+    from flexcnn.search.space import SearchSpace
+
+# The --sampler choices. This module imports neither optuna nor the config schema at load
+# time, so the CLI builds its option from this tuple and `flexcnn --help` stays fast.
 SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid")
 METHOD_SAMPLER = {"grid": "grid", "random": "random", "bayes": "tpe"}
 # Samplers whose choices depend on the trial number, not on a random stream:
