@@ -29,7 +29,7 @@ Mode = Literal["online", "offline", "disabled"]
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 
 # WANDB_MODE values wandb accepts, by what they mean to us (dryrun = offline, run = online).
-WANDB_MODES: dict[str, Mode] = {
+_WANDB_MODES: dict[str, Mode] = {
     "online": "online",
     "run": "online",
     "offline": "offline",
@@ -60,9 +60,9 @@ def env_mode(env: Mapping[str, str]) -> Mode | None:
     if _truthy(env.get("WANDB_DISABLED")):
         return "disabled"
     raw = (env.get("WANDB_MODE") or "").strip()
-    if raw and raw.lower() not in WANDB_MODES:
+    if raw and raw.lower() not in _WANDB_MODES:
         raise ConfigError(f"WANDB_MODE={raw!r} is not a W&B mode: use online, offline or disabled, or unset it")
-    return WANDB_MODES.get(raw.lower())
+    return _WANDB_MODES.get(raw.lower())
 
 
 def base_url(env: Mapping[str, str]) -> str:
