@@ -18,9 +18,9 @@ import pytest
 
 from flexcnn.config import load_config
 from flexcnn.errors import ConfigError
-from flexcnn.reporters import wandb as wandb_reporter
 from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.wandb import ModeDecision, logged_in, resolve_mode, server_reachable, wandb_reporter_for
+from flexcnn.reporters.wandb import reporter as wandb_reporter
 from flexcnn.run import run
 from tests.conftest import TINY
 from tests.helpers import flexcnn_cli, offline_run_dir, read_offline_run
