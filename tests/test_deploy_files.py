@@ -153,7 +153,7 @@ def test_hadolint_reports_nothing() -> None:
 
 def test_dockerfile_is_pinned_non_root_and_installs_from_the_lockfile() -> None:
     args = dict(re.match(r"(\w+)=(\S+)", a).groups() for a in instruction("ARG") if "=" in a)  # type: ignore[union-attr]
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", args["CUDA_IMAGE"])
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", args["BASE_IMAGE"])
     assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", args["UV_IMAGE"])
     runs = " ".join(instruction("RUN"))
     assert "uv sync --frozen --no-dev --no-install-project" in runs and "--no-editable" in runs
@@ -162,6 +162,54 @@ def test_dockerfile_is_pinned_non_root_and_installs_from_the_lockfile() -> None:
     assert args["UID"] != "0"
     assert entrypoint() == ["flexcnn"]
     assert len(instruction("FROM")) >= 2  # multi-stage: the runtime image carries no build tools
+
+
+def stages() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(base, name, instructions) per FROM, in order."""
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            base, _, name = rest.partition(" AS ")
+            out.append((base.strip(), name.strip(), []))
+        elif out:
+            out[-1][2].append((keyword, rest))
+    return out
+
+
+def test_base_image_uv_and_python_are_build_arguments() -> None:
+    """One Dockerfile for users (CUDA base, uv-managed Python) and make test-image (Debian, its python3)."""
+    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for a in instruction("ARG") if "=" in a)  # type: ignore[union-attr]
+    assert args["PYTHON_SOURCE"] == "managed" and args["PYTHON_VERSION"] == "3.11"
+    names: list[str] = []
+    for base, name, _ in stages():
+        assert base in ("${BASE_IMAGE}", "${UV_IMAGE}") or base in names, f"FROM {base}: not a build argument"
+        names.append(name)
+    runs = " ".join(instruction("RUN"))
+    assert '--python-preference "only-${PYTHON_SOURCE}"' in runs
+    assert 'if [ "${PYTHON_SOURCE}" = managed ]; then uv python install' in runs
+
+
+def test_dependencies_are_a_layer_below_the_source() -> None:
+    """A code change must not reinstall 6 GB of wheels: uv.lock is synced before flexcnn/ is copied."""
+    (deps,) = [body for _, name, body in stages() if name == "deps"]
+    copies = [rest for keyword, rest in deps if keyword == "COPY"]
+    assert copies and all(set(c.split()[:-1]) <= {"pyproject.toml", "uv.lock"} for c in copies), copies
+    assert any("--no-install-project" in rest for keyword, rest in deps if keyword == "RUN")
+    runtime_base, _, runtime = stages()[-1]
+    assert runtime_base == "deps", "the runtime stage builds on the dependency layers instead of copying 6 GB"
+    assert [rest for keyword, rest in runtime if keyword == "COPY" and "--from=" in rest] == [
+        "--from=project /stage/ /"
+    ], "only flexcnn's own files come from the project stage"
+
+
+def test_uv_its_cache_and_the_ca_bundle_are_mounted_never_copied() -> None:
+    """No layer holds uv, its cache or the build's CA bundle (a build secret)."""
+    assert not any("--from=uv" in rest for rest in instruction("COPY"))
+    for rest in instruction("RUN"):
+        if re.search(r"\buv (sync|python)\b", rest):
+            assert "--mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv" in rest, rest
+            assert "--mount=type=cache,target=/root/.cache/uv" in rest, rest
+            assert "--mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle" in rest, rest
 
 
 def test_caches_data_and_runs_are_volumes_and_no_secret_is_baked_in() -> None:
