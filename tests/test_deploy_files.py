@@ -126,6 +126,32 @@ def find_uvx() -> list[str]:
     raise AssertionError("uv/uvx not found: run `make setup` (it installs uv into .tools/bin)")
 
 
+# Real implementations, from PyPI through uvx, pinned so a new release cannot change a verdict unseen.
+PODMAN_COMPOSE = "podman-compose==1.6.0"
+CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
+KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0"
+
+
+def uvx_tool(package: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = package.split("==")[0]
+    return subprocess.run(
+        [*find_uvx(), "--from", package, command, *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def podman_compose_config(*profiles: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as podman-compose resolves it (anchors, interpolation, profiles)."""
+    flags = [flag for profile in profiles for flag in ("--profile", profile)]
+    # --dry-run: `config` then needs no podman binary
+    out = uvx_tool(PODMAN_COMPOSE, "--dry-run", "-f", str(COMPOSE), *flags, "config", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return yaml.safe_load(out.stdout)
+
+
 def plain_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A bare environment like a container's: the venv's bin on PATH, an empty HOME, nothing else of ours."""
     home = tmp_path / "home"
@@ -312,6 +338,51 @@ def test_k8s_job_is_indexed_with_one_gpu_per_pod_and_storage_from_a_secret() -> 
     assert {"/data", "/cache", "/app/runs"} <= mounts
     secret_dir = Path(env["PGPASSWORD_FILE"]["value"]).parent
     assert str(secret_dir) in mounts
+
+
+def test_compose_file_passes_a_real_compose_config_and_the_compose_spec() -> None:
+    schema = uvx_tool(CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    storage = "postgresql+psycopg2://flexcnn@db.example:5432/optuna"
+    expected = {
+        "optuna": {"postgres", "optuna-gpu0", "optuna-gpu1"},
+        "optuna-all": {"postgres", "optuna-all"},
+        "wandb": {"wandb-gpu0", "wandb-gpu1"},
+        "wandb-all": {"wandb-all"},
+    }
+    for profile, names in expected.items():
+        resolved = podman_compose_config(profile, env={"FLEXCNN_STORAGE": storage, "FLEXCNN_N_TRIALS": "7"})
+        assert set(resolved["services"]) == names, profile
+        ours = compose_services({"FLEXCNN_STORAGE": storage, "FLEXCNN_N_TRIALS": "7"})
+        for name, svc in resolved["services"].items():
+            if name == "postgres":
+                continue
+            # what this file's other tests read is what a compose implementation runs
+            assert svc["command"] == ours[name]["command"], name
+            assert svc["image"] == f"flexcnn:{VERSION}", name
+            if profile.startswith("optuna"):
+                assert svc["environment"]["FLEXCNN_STORAGE"] == storage, name
+                assert str(svc["environment"]["FLEXCNN_N_TRIALS"]) == "7", name
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.37"])  # backoffLimitPerIndex needs 1.29; the newest schema
+def test_k8s_job_validates_against_the_kubernetes_schema(version: str) -> None:
+    out = uvx_tool(KUBERNETES_VALIDATE, "--strict", "--kubernetes-version", version, str(K8S_JOB))
+    assert out.returncode == 0 and "passed" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_k8s_job_retries_crashed_pods_but_not_evicted_ones() -> None:
+    """An evicted or preempted pod (DisruptionTarget) must not use up its index's retries; a crash must."""
+    spec = k8s_job()["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert spec["backoffLimitPerIndex"] >= 1
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    for rule in rules:
+        assert rule["action"] in ("Ignore", "Count", "FailIndex", "FailJob"), rule
+        # nothing else is ignored: a crash matches no Ignore rule and counts against backoffLimitPerIndex
+        if rule["action"] == "Ignore":
+            assert "onExitCodes" not in rule and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
 
 
 def test_compose_and_k8s_name_the_same_image_command_and_variables() -> None:
