@@ -406,7 +406,7 @@ def study_exists(cluster: PostgresCluster, name: str) -> bool:
 # --------------------------------------------------------------------------- the checks
 
 
-def owned_by(path: Path, uid: int) -> list[Path]:
+def not_owned_by(path: Path, uid: int) -> list[Path]:
     """Files and folders under path not owned by uid."""
     return [p for p in [path, *path.rglob("*")] if p.lstat().st_uid != uid]
 
@@ -444,7 +444,7 @@ def check_demo(work: Path, wandb_key: str) -> None:
             summary and len(trials) == int(summary[1]) and (runs / "optuna-demo.log").is_file(),
             f"the runs volume holds the journal and one folder per trial ({len(trials)})",
         )
-        wrong = owned_by(runs, 1000)
+        wrong = not_owned_by(runs, 1000)
         check(not wrong, f"every file on the runs volume belongs to UID 1000 ({len(wrong)} do not: {wrong[:3]})")
         check(wandb_key not in out, "the W&B key is not in the container's output")
     finally:
@@ -515,7 +515,7 @@ def check_two_workers(work: Path, uv: str, pg_password: str) -> None:
     )
     owners = {(t.user_attrs.get("worker") or {}).get("host") for t in trials}
     check(len(owners) == 2, f"both containers ran trials (worker hosts: {sorted(map(str, owners))})")
-    wrong = owned_by(runs, 1000)
+    wrong = not_owned_by(runs, 1000)
     check(not wrong, f"the workers' files belong to UID 1000 ({len(wrong)} do not)")
 
 
