@@ -265,6 +265,12 @@ def build(uv: str, uv_img: str) -> None:
     log = CACHE / "build.log"
     with log.open("w") as out:
         proc = subprocess.run([*cmd, str(REPO)], stdout=out, stderr=subprocess.STDOUT, env=env, timeout=1800)
+    # buildah 1.28 leaves behind the working container it made for `RUN --mount=...,from=uv`
+    listed = buildah("containers", "--all", "--format", "{{.ContainerID}} {{.ImageName}}").stdout
+    for line in listed.splitlines():
+        ctr, *image = line.split()
+        if image == [uv_img]:
+            buildah("rm", ctr, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"FAILED: the build ({proc.returncode}); last lines of {log}:\n{log.read_text()[-6000:]}")
 
