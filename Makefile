@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-image lint bench clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -27,6 +27,12 @@ demo: setup
 test: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+# The Docker image, built with buildah and run for real (as root; needs buildah and debootstrap,
+# which .ci/run installs): base, build, the demo and two Optuna workers in containers, no secret
+# in any layer. Not part of `make test`. Args for tests/image.py: IMAGE_TEST_ARGS=--cold.
+test-image: setup
+	UV=$(UV) $(UV) run --frozen python -m tests.image $(IMAGE_TEST_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check .
