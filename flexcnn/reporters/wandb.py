@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from flexcnn.config import RunConfig, deep_merge
 from flexcnn.errors import ConfigError
-from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult
 
 if TYPE_CHECKING:
     import torch
@@ -265,7 +265,7 @@ def start_service_in_background() -> None:
     threading.Thread(target=setup, name="wandb-service-start", daemon=True).start()
 
 
-class WandbReporter(BaseReporter):
+class WandbReporter(Reporter):
     """Logs one flexcnn run as one W&B run."""
 
     def __init__(self, settings: WandbRunSettings) -> None:
