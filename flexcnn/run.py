@@ -77,7 +77,7 @@ def run(
     out = claim_run_dir(run_dir, config)
     # On resume, the history is the record's rows up to the checkpoint (a kill may have left one more).
     history = [row for row in read_metrics(out) if row["epoch"] <= training.start_epoch] if resume_from else []
-    sinks = Broadcast(reporters if any(r.keeps_record for r in reporters) else [FilesReporter(), *reporters])
+    sinks = Broadcast(_with_record(reporters))
     info = _run_info(training, out, history)
     sinks.on_start(info)
 
@@ -193,6 +193,13 @@ def _save_checkpoints(training: Training, run_dir: Path, epoch: int, metrics: di
     if training.tracker.update(metrics[training.config.train.monitor], epoch + 1):
         save_checkpoint(run_dir / "best.pt", training.checkpoint(epoch + 1, metrics=metrics).to_dict())
     save_checkpoint(run_dir / "last.pt", training.checkpoint(epoch + 1, resumable=True).to_dict())
+
+
+def _with_record(reporters: Sequence[Reporter]) -> list[Reporter]:
+    """``reporters``, plus a FilesReporter (the run folder) unless one of them keeps the run's record."""
+    if any(reporter.keeps_record for reporter in reporters):
+        return list(reporters)
+    return [FilesReporter(), *reporters]
 
 
 def _run_info(training: Training, run_dir: Path, history: list[dict[str, float]]) -> RunInfo:
