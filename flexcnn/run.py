@@ -92,29 +92,6 @@ def run(
     return result
 
 
-def finish(
-    training: Training, ending: Ending, info: RunInfo, history: list[dict[str, float]], started: float
-) -> RunResult:
-    """The result: test metrics of the best weights when the run ended well, and the summary."""
-    best = info.run_dir / "best.pt"
-    result = RunResult(
-        status=ending.status,
-        run_dir=info.run_dir,
-        summary={},
-        history=history,
-        classes=info.classes,
-        monitor=training.config.train.monitor,
-        best_value=training.tracker.best,
-        best_epoch=training.tracker.best_epoch,
-        reason=ending.reason,
-        checkpoint=best if best.is_file() else None,
-    )
-    if result.ok and result.checkpoint is not None:
-        final_evaluation(result, training)
-    result.summary.update(summarize(result, info, time.perf_counter() - started))
-    return result
-
-
 def prepare(config: RunConfig, hw: Hardware, resume_from: Checkpoint | None) -> Training:
     """Data, model, loaders, loss and optimiser for ``config``, restored from ``resume_from`` when given."""
     pipe = build_pipeline(config, hw.device, hw.channels_last)
@@ -182,6 +159,29 @@ def fit(training: Training, sinks: Broadcast, run_dir: Path, history: list[dict[
     except RunFailed as exc:
         return _failed(exc)
     return Ending()
+
+
+def finish(
+    training: Training, ending: Ending, info: RunInfo, history: list[dict[str, float]], started: float
+) -> RunResult:
+    """The result: test metrics of the best weights when the run ended well, and the summary."""
+    best = info.run_dir / "best.pt"
+    result = RunResult(
+        status=ending.status,
+        run_dir=info.run_dir,
+        summary={},
+        history=history,
+        classes=info.classes,
+        monitor=training.config.train.monitor,
+        best_value=training.tracker.best,
+        best_epoch=training.tracker.best_epoch,
+        reason=ending.reason,
+        checkpoint=best if best.is_file() else None,
+    )
+    if result.ok and result.checkpoint is not None:
+        final_evaluation(result, training)
+    result.summary.update(summarize(result, info, time.perf_counter() - started))
+    return result
 
 
 def _failed(failure: RunFailed) -> Ending:
