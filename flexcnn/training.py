@@ -8,7 +8,6 @@ it and a resumed run restores it to exactly where it was.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,9 +108,13 @@ class Training:
     def __post_init__(self) -> None:
         self.val_loader = self.eval_loader(self.pipe.splits.val)
         self.tracker = EarlyStopping(self.config.train.monitor_mode, self.config.train.early_stopping)
-        # Bound once: the training loop calls them for every batch.
-        self._train_input = functools.partial(self.pipe.transform, train=True, generator=self.augment_gen)
-        self._eval_input = functools.partial(self.pipe.transform, train=False)
+
+    def _train_input(self, images: torch.Tensor) -> torch.Tensor:
+        """A training batch as the model takes it, augmented (called for every batch: keep it plain)."""
+        return self.pipe.transform(images, train=True, generator=self.augment_gen)
+
+    def _eval_input(self, images: torch.Tensor) -> torch.Tensor:
+        return self.pipe.transform(images, train=False)
 
     @property
     def epochs(self) -> int:
