@@ -47,7 +47,7 @@ from flexcnn.data.base import ImageTensors
 from flexcnn.data.loaders import make_loader
 from flexcnn.engine import train_one_epoch
 from flexcnn.hardware import cpu_threads, loader_workers, resolve_hardware
-from flexcnn.run import build_pipeline
+from flexcnn.pipeline import build_pipeline
 
 REPS = 3
 MNIST = [
@@ -207,7 +207,7 @@ def mnist_rows(model: list[str] | None = None, label: str = "") -> list[Row]:
     config = load_config(None, [*MNIST, *(model or [])])
     pipe, step = _trainer(config)
     loaders = _loaders(pipe.splits.train, config.data.batch_size)
-    classic = classic_loader(pipe.splits.train, config.data.batch_size, pipe.mean[0], pipe.std[0])
+    classic = classic_loader(pipe.splits.train, config.data.batch_size, pipe.input.mean[0], pipe.input.std[0])
     m = race(
         {
             "resident": (loaders["resident"], _augment(pipe)),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -185,8 +184,3 @@ def render_confusion_png(confusion: Tensor, classes: list[str], title: str = "co
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
-
-
-def save_confusion_png(confusion: Tensor, classes: list[str], path: str, title: str = "confusion matrix") -> None:
-    """Write ``render_confusion_png`` to ``path``."""
-    Path(path).write_bytes(render_confusion_png(confusion, classes, title))

@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from flexcnn.cli.options import config_argument, set_option
 from flexcnn.errors import ConfigError
-
-if TYPE_CHECKING:
-    from flexcnn.config import RunConfig
-    from flexcnn.reporters import Reporter
 
 
 @click.command()
@@ -53,6 +49,7 @@ def train(
     """Train one model from CONFIG (YAML; defaults to the digits demo) and evaluate it."""
     from flexcnn.config import load_config
     from flexcnn.errors import RunFailed
+    from flexcnn.reporters import ReporterContext, build_reporters
     from flexcnn.run import run
     from flexcnn.signals import sigterm_as_interrupt
 
@@ -66,7 +63,8 @@ def train(
             config_path = resume_dir / "config.yaml"
         output_dir = resume_dir
     config = load_config(config_path, extra)
-    reporters = default_reporters(config)
+    # The run folder's files, the console and W&B unless its resolved mode is disabled.
+    reporters = build_reporters(ReporterContext(config))
     try:
         # SIGTERM (docker stop, wandb agent, schedulers) stops as cleanly as Ctrl-C.
         with sigterm_as_interrupt():
@@ -76,18 +74,6 @@ def train(
         sys.exit(1)
     if result.status == "interrupted":
         sys.exit(130)
-
-
-def default_reporters(config: RunConfig) -> list[Reporter]:
-    """Console, plus W&B unless its resolved mode is disabled (see flexcnn.reporters.wandb.resolve_mode)."""
-    from flexcnn.reporters import ConsoleReporter
-    from flexcnn.reporters.wandb import wandb_reporter_for
-
-    reporters: list[Reporter] = [ConsoleReporter(progress=config.logging.progress)]
-    wandb_rep = wandb_reporter_for(config)
-    if wandb_rep is not None:
-        reporters.append(wandb_rep)
-    return reporters
 
 
 # Keys that wandb writes next to parameters in its own config files, never RunConfig fields.

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from flexcnn.config import RunConfig, validate_config
 from flexcnn.errors import CheckpointError, RunFailed, TrainingDiverged, UserError
 from flexcnn.overrides import apply_overrides
-from flexcnn.reporters.base import BaseReporter, Reporter, RunInfo, RunResult, StopRun
-from flexcnn.reporters.optuna import OptunaPruningReporter
+from flexcnn.reporters import ReporterContext, build_reporters
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult, StopRun
 from flexcnn.search.space import SearchSpace, format_value
 from flexcnn.search.storage import StorageError
 
@@ -49,7 +49,7 @@ class WorkerStopping(Exception):
     """The worker was asked to stop (SIGTERM, Ctrl-C) and cut the trial short after an epoch."""
 
 
-class StopFlagReporter(BaseReporter):
+class StopFlagReporter(Reporter):
     """Ends the run after the current epoch once ``flag`` is set (the worker was asked to stop)."""
 
     def __init__(self, flag: threading.Event) -> None:
@@ -158,26 +158,21 @@ class Objective:
         self, trial: optuna.trial.Trial, config: RunConfig, params: Mapping[str, Any], retry_of: Any
     ) -> list[Reporter]:
         s = self.settings
-        reporters: list[Reporter] = []
-        from flexcnn.reporters.wandb import wandb_reporter_for
-
         extra: dict[str, Any] = {"study": s.study_name, "trial": trial.number, "params": dict(params)}
         if retry_of is not None:
             extra["retry_of"] = retry_of
-        wandb_rep = wandb_reporter_for(
+        context = ReporterContext(
             config,
-            group=s.study_name,
-            name=f"{s.study_name}-trial-{trial.number}",
-            tags=("optuna",),
-            extra_config={"optuna": extra},
-            mode=s.wandb_mode,  # None: the config's logging.wandb.mode decides
+            console=False,  # the worker prints one line per trial instead
+            wandb_mode=s.wandb_mode,  # None: the config's logging.wandb.mode decides
+            wandb_group=s.study_name,
+            wandb_name=f"{s.study_name}-trial-{trial.number}",
+            wandb_tags=("optuna",),
+            wandb_extra_config={"optuna": extra},
+            trial=trial,
+            metric=s.metric,
         )
-        if wandb_rep is not None:
-            reporters.append(wandb_rep)
-        # W&B first: a reporter that stops the run cuts off the ones after it for that epoch.
-        reporters.append(OptunaPruningReporter(trial, s.metric))
-        reporters.append(StopFlagReporter(s.stop))
-        return reporters
+        return [*build_reporters(context), StopFlagReporter(s.stop)]
 
     def _run(self, config: RunConfig, reporters: list[Reporter], run_dir: Path, resume: bool, number: int) -> RunResult:
         from flexcnn.run import run

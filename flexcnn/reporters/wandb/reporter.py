@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from flexcnn.config import RunConfig, deep_merge
-from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult
 from flexcnn.reporters.wandb.media import end_of_run_media
 from flexcnn.reporters.wandb.mode import Mode, env_mode, resolve_mode
 from flexcnn.reporters.wandb.service import start_service_in_background
@@ -98,7 +98,7 @@ def wandb_reporter_for(
     return WandbReporter(settings)
 
 
-class WandbReporter(BaseReporter):
+class WandbReporter(Reporter):
     """Logs one flexcnn run as one W&B run."""
 
     def __init__(self, settings: WandbRunSettings) -> None:
