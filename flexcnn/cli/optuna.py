@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from flexcnn.search.pruners import PRUNERS
 from flexcnn.search.samplers import SAMPLERS
 
 if TYPE_CHECKING:
@@ -43,8 +44,9 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
         ),
         click.option(
             "--pruner",
-            type=click.Choice(["median", "percentile", "successive_halving", "hyperband", "none"]),
-            help="Override the pruner (default: hyperband when early_terminate is set, else none).",
+            type=click.Choice(PRUNERS),
+            help="Override the pruner (default: hyperband, W&B's rule, when early_terminate is set, else none; "
+            "optuna-hyperband is Optuna's HyperbandPruner).",
         ),
         click.option(
             "--wandb-mode",
