@@ -26,6 +26,7 @@ from flexcnn.search.space import build_space
 from flexcnn.search.storage import mask_password, parse_storage
 from flexcnn.search.study import plan_study
 from flexcnn.search.sweep_file import load_sweep, parse_sweep
+from flexcnn.search.wandb_hyperband import WandbHyperbandPruner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -244,15 +245,27 @@ def test_grid_workers_share_one_grid_order() -> None:
 def test_hyperband_from_early_terminate() -> None:
     early = {"type": "hyperband", "min_iter": 2, "max_iter": 9, "eta": 3}
     assert pruner_name(early) == "hyperband" and pruner_name(None) == "none"
-    pruner = make_pruner("hyperband", early, max_epochs=20)
+    # The sweep file's hyperband is W&B's own rule (tests/test_wandb_hyperband_parity.py checks its decisions).
+    pruner = make_pruner("hyperband", {"type": "hyperband", "min_iter": 2, "eta": 3}, max_epochs=20)
+    assert isinstance(pruner, WandbHyperbandPruner) and pruner.rule.bands[:4] == (2, 6, 18, 54)
+    assert pruner.rule.strict  # W&B's schema default, though its docs say false
+    # max_iter wins over min_iter, as in W&B's code, and needs s
+    with pytest.raises(ConfigError, match="max_iter needs s"):
+        make_pruner("hyperband", early, max_epochs=20)
+    assert make_pruner("hyperband", {**early, "s": 2}, max_epochs=20).rule.bands == (1, 3)
+
+
+def test_optuna_hyperband_keeps_the_old_mapping() -> None:
+    early = {"type": "hyperband", "min_iter": 2, "max_iter": 9, "eta": 3}
+    pruner = make_pruner("optuna-hyperband", early, max_epochs=20)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (2, 9, 3)
     # max_iter defaults to the epochs of a trial
-    assert make_pruner("hyperband", {"type": "hyperband", "min_iter": 1}, max_epochs=6)._max_resource == 6
+    assert make_pruner("optuna-hyperband", {"type": "hyperband", "min_iter": 1}, max_epochs=6)._max_resource == 6
     # W&B's alternative form: max_iter and s give min_iter = max_iter / eta**s
     assert min_epochs({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}) == 3
     with pytest.raises(ConfigError, match="min_iter"):
-        make_pruner("hyperband", {"type": "hyperband", "min_iter": 5}, max_epochs=5)
+        make_pruner("optuna-hyperband", {"type": "hyperband", "min_iter": 5}, max_epochs=5)
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,8 @@ def _write_args_json(tmp_path: Path, params: dict[str, Any]) -> Path:
 
 
 def _at(tree: dict[str, Any], dotted: str) -> Any:
+    if dotted in tree:  # a dotted sweep parameter: the sweep's own key in a run's config, not nested
+        return tree[dotted]
     for part in dotted.split("."):
         tree = tree[part]
     return tree

@@ -45,7 +45,8 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
         click.option(
             "--pruner",
             type=click.Choice(PRUNERS),
-            help="Override the pruner (default: hyperband when early_terminate is set, else none).",
+            help="Override the pruner (default: hyperband, W&B's rule, when early_terminate is set, else none; "
+            "optuna-hyperband is Optuna's HyperbandPruner).",
         ),
         click.option(
             "--wandb-mode",
