@@ -74,8 +74,12 @@ def _search_bases(spec: Any, runs_dir: Path | None) -> list[Path]:
     bases = [Path.cwd()]
     if runs_dir is not None:
         bases.append(runs_dir)
-    path = spec.url if spec.kind == "journal" else spec.url.split(":///", 1)[-1] if "sqlite" in spec.url else ""
-    if path:
+    path = ""
+    if spec.kind == "journal":
+        path = spec.url
+    elif spec.url.startswith("sqlite") and ":///" in spec.url:
+        path = spec.url.split(":///", 1)[1]
+    if path and path != ":memory:":
         # The demo keeps its storage in runs/ next to the trial folders, and run_dir is relative to the
         # folder the study ran from, one level up: look in the storage's folder and those above it.
         bases.extend(list(Path(path).resolve().parents)[:4])
