@@ -309,7 +309,12 @@ def test_base_config_is_found_in_the_command(tmp_path: Path, monkeypatch: pytest
         ({"metric": {"name": "val/acc", "goal": "minimize"}}, "contradicts"),
         ({"metric": {"name": "val/acc"}}, "contradicts"),  # W&B's default goal is minimize
         ({"method": "hyperopt"}, "method must be one of"),
-        ({"controller": {"type": "local"}}, "unknown key(s) controller"),
+        ({"scheduler": {"engine": "wandb"}}, "unknown key(s) scheduler"),
+        ({"controller": {"type": "remote"}}, "controller must be a mapping with type: cloud"),
+        ({"metrics": [{"name": "val/acc"}, {"name": "val/loss"}]}, "controller.objectives"),
+        ({"controller": {"type": "cloud", "objectives": ["test/acc"]}}, "unknown objective 'test/acc'"),
+        ({"controller": {"type": "cloud", "objectives": ["params:maximize"]}}, "wrong way round"),
+        ({"controller": {"type": "cloud", "objectives": ["val/loss"]}}, "exactly one of"),
         ({"early_terminate": {"type": "envelope"}}, "hyperband"),
         ({"run_cap": 0}, "run_cap"),
     ],
