@@ -125,7 +125,8 @@ def plan_study(
     monitor = space.constants.get("train.monitor", metric)
     if monitor != metric or "train.monitor" in space.names:
         raise ConfigError(
-            f"sweep {sweep.path or ''}: train.monitor follows the study's metric ({metric}); do not sweep or fix it"
+            f"sweep {sweep.path or ''}: train.monitor follows metric.name (or the --objective metric), {metric}; "
+            "do not sweep or fix it"
         )
     tree["train"]["monitor"] = metric
     # Constants and parameters can depend on each other (data.mean with a swept data.std),
