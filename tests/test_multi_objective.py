@@ -39,6 +39,7 @@ from flexcnn.search.sweep_file import load_sweep
 from flexcnn.search.workers import WorkerOptions, run_worker
 from tests.conftest import REPO
 from tests.helpers import flexcnn_cli
+from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
 
 BIN = Path(sys.executable).parent
 TINY = {
@@ -256,6 +257,16 @@ def test_the_optuna_cli_reads_the_printed_form_and_not_ours(studies: Studies, tm
         timeout=120,
     )
     assert ours.returncode != 0 and "pareto-digits" not in ours.stdout
+    # Told it is a journal file, it quietly creates an empty file named "journal:..." and lists nothing.
+    pasted = subprocess.run(
+        [str(BIN / "optuna"), "studies", "--storage-class", "JournalFileBackend", "--storage", "journal:demo.log"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pasted.returncode == 0 and "demo" not in pasted.stdout
+    assert (tmp_path / "journal:demo.log").stat().st_size == 0
     url = flexcnn_cli("optuna", "url", "--storage", f"journal:{studies.storage}")
     assert url.returncode == 0 and url.stdout.splitlines()[0] == str(studies.storage.resolve())
 
@@ -399,3 +410,26 @@ def test_artifacts_option_errors_are_clear(tmp_path: Path) -> None:
     except ImportError:
         with pytest.raises(UserError, match="needs boto3, which is not installed"):
             artifact_target("s3://bucket", journal)
+
+
+@pytest.mark.postgres
+def test_postgresql_form_names_its_driver_for_both_tools(postgres: PostgresCluster, tmp_path: Path) -> None:  # noqa: F811
+    study = optuna.create_study(study_name="pg-tools", storage=open_storage(parse_storage(postgres.url)))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
+    url = flexcnn_cli("optuna", "url", "--storage", postgres.url)
+    assert url.returncode == 0, url.stderr
+    form = url.stdout.splitlines()[0]
+    assert form == postgres.url.replace("postgresql://", "postgresql+psycopg2://")
+    assert "artifacts: none uploaded" in url.stdout  # no folder next to a database server
+
+    def optuna_cli(storage: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(BIN / "optuna"), "studies", "--storage", storage, "-f", "json"]
+        return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    listed = optuna_cli(form)
+    assert listed.returncode == 0 and [s["name"] for s in json.loads(listed.stdout)] == ["pg-tools"], listed.stderr
+    bare = optuna_cli(postgres.url)  # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3, not installed here
+    assert bare.returncode != 0 and "pg-tools" not in bare.stdout
+    with dashboard(["optuna-dashboard", form], cwd=tmp_path) as base:
+        summaries = json.loads(_get(f"{base}/api/studies"))["study_summaries"]
+        assert [s["study_name"] for s in summaries] == ["pg-tools"]

@@ -61,6 +61,8 @@ def tool_forms(spec: StorageSpec, artifacts: ArtifactTarget | None = None) -> To
     notes = []
     if artifacts is not None and artifacts.kind == "dir":
         dashboard += f" --artifact-dir {shlex.quote(artifacts.location)}"
+    elif artifacts is not None and artifacts.kind == "none" and "--artifacts none" not in artifacts.note:
+        notes.append(f"artifacts: none uploaded ({artifacts.note})")
     elif artifacts is not None and artifacts.kind == "s3":
         dashboard += " --from-config dashboard.toml"
         notes.append(f'dashboard.toml: [artifact_store.boto3] bucket_name = "{artifacts.location}"')
