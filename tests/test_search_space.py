@@ -315,6 +315,33 @@ def test_base_config_is_found_in_the_command(tmp_path: Path, monkeypatch: pytest
         load_sweep(_write(tmp_path / "u.yaml", _sweep(command=["flexcnn", "train", "missing.yaml"])))
 
 
+def test_base_config_is_found_above_the_sweep_file_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "configs").mkdir()
+    (repo / "configs" / "x.yaml").write_text("train: {epochs: 2}\n")
+    (repo / "sweeps" / "deep").mkdir(parents=True)
+    sweep = _write(repo / "sweeps" / "deep" / "s.yaml", _sweep(command=["flexcnn", "train", "configs/x.yaml"]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_sweep(sweep).base_config == repo / "configs" / "x.yaml"
+    # The working folder still comes first (where `wandb agent` runs the command).
+    (elsewhere / "configs").mkdir()
+    (elsewhere / "configs" / "x.yaml").write_text("train: {epochs: 3}\n")
+    assert load_sweep(sweep).base_config == Path("configs/x.yaml")
+    # Not found: every place tried is named, up to the repository root and no further.
+    missing = _write(repo / "sweeps" / "deep" / "m.yaml", _sweep(command=["flexcnn", "train", "configs/none.yaml"]))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(missing)
+    message = str(err.value)
+    for place in (elsewhere, repo / "sweeps" / "deep", repo / "sweeps", repo):
+        assert str(place / "configs" / "none.yaml") in message
+    assert str(tmp_path / "configs" / "none.yaml") not in message
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -322,7 +349,12 @@ def test_base_config_is_found_in_the_command(tmp_path: Path, monkeypatch: pytest
         ({"metric": {"name": "val/acc", "goal": "minimize"}}, "contradicts"),
         ({"metric": {"name": "val/acc"}}, "contradicts"),  # W&B's default goal is minimize
         ({"method": "hyperopt"}, "method must be one of"),
-        ({"controller": {"type": "local"}}, "unknown key(s) controller"),
+        ({"scheduler": {"engine": "wandb"}}, "unknown key(s) scheduler"),
+        ({"controller": {"type": "remote"}}, "controller must be a mapping with type: cloud"),
+        ({"metrics": [{"name": "val/acc"}, {"name": "val/loss"}]}, "controller.objectives"),
+        ({"controller": {"type": "cloud", "objectives": ["test/acc"]}}, "unknown objective 'test/acc'"),
+        ({"controller": {"type": "cloud", "objectives": ["params:maximize"]}}, "wrong way round"),
+        ({"controller": {"type": "cloud", "objectives": ["val/loss"]}}, "exactly one of"),
         ({"early_terminate": {"type": "envelope"}}, "hyperband"),
         ({"run_cap": 0}, "run_cap"),
     ],

@@ -18,10 +18,11 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from flexcnn.cli import inspect, report, train
+    from flexcnn.cli import inspect, predict, report, train
 
     cli.add_command(train.train)
     cli.add_command(train.evaluate)
+    cli.add_command(predict.predict)
     cli.add_command(inspect.models)
     cli.add_command(inspect.datasets)
     cli.add_command(inspect.config)
