@@ -349,10 +349,13 @@ def test_agent_command_runs_offline_and_logs_the_sweep(
         value = spec["value"]
         flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
     assert any(isinstance(v, list) for v in flat.values()), "each runnable sweep samples a list-valued parameter"
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     for dotted, value in flat.items():
+        # W&B's column holds the value as the sweep drew it (128); the run resolved it ([128]).
         logged = _at(wb.config, dotted)
-        assert logged == _at(expected, dotted), dotted
         assert logged == value or logged == [value], (dotted, logged, value)
+        assert _at(resolved, dotted) == _at(expected, dotted), dotted
+        assert _at(expected, dotted) in (value, [value]), dotted
     assert wb.config["model"]["kind"] == "flexible_cnn"  # a nested block never replaces its section
 
     confusion = wb.table("media/table/test/confusion_matrix_table")
