@@ -1,0 +1,144 @@
+"""The search strategies compared on the benchmark, each a recipe for an engine per (seed, K).
+
+Any Optuna sampler and pruner plug in through ``optuna_strategy``; a sweep file's own choices
+(flexcnn's ``make_sampler``/``make_pruner``, whatever they build at the time) through
+``flexcnn_strategy``, so a later change of flexcnn's defaults is measured by the same code.
+
+Seeds: the Optuna strategies give worker ``k`` of seed ``s`` the k-th child of
+``SeedSequence(s)``, so no two workers, and no two seeds, share a random stream. The flexcnn
+strategy reproduces what ``flexcnn optuna run --seed S`` does today (worker k samples with
+seed ``S + k``), with study seeds ``S = 1000 * s`` so that seed s's worker 1 is not seed s+1's
+worker 0 (the stream sharing the issue found would otherwise correlate neighbouring seeds and
+make 200 seeds count for fewer).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench.searchsim.engines import Engine, OptunaEngine, WandbBridge, WandbEngine
+from bench.searchsim.space import EPOCHS, bench_sweep, search_space, sweep_raw
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    label: str  # a short description for the table
+    spec: str  # what defines it, hashed into the cache key: change it and the cache recomputes
+    build: Callable[[int, int, Any], Engine]  # (seed, workers, context) -> engine
+    wandb: bool = False  # needs the W&B bridge (the context)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(f"{self.name}|{self.spec}".encode()).hexdigest()[:12]
+
+
+def worker_seeds(seed: int, workers: int) -> list[int]:
+    """One independent 32-bit seed per worker, from one SeedSequence per study seed."""
+    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(workers)]
+
+
+def optuna_strategy(
+    name: str,
+    label: str,
+    sampler: Callable[[int], BaseSampler],
+    pruner: Callable[[], BasePruner],
+    spec: str,
+) -> Strategy:
+    """``sampler(seed)`` and ``pruner()`` build one worker's objects; ``spec`` names them for the cache."""
+
+    def build(seed: int, workers: int, _: Any) -> Engine:
+        seeds = worker_seeds(seed, workers)
+        return OptunaEngine(search_space(), workers, lambda w: sampler(seeds[w]), lambda w: pruner())
+
+    return Strategy(name, label, spec, build)
+
+
+def flexcnn_strategy(name: str, label: str, sampler: str | None = None, pruner: str | None = None) -> Strategy:
+    """What ``flexcnn optuna run sweeps/flexcnn.yaml [--sampler S] [--pruner P]`` builds (plan_study)."""
+    from flexcnn.search.study import plan_study
+
+    plan = plan_study(bench_sweep(), sampler=sampler, pruner=pruner)
+    # The built objects' reprs carry their parameters (TPE's startup trials, hyperband's bounds):
+    # if flexcnn's defaults change, the cache key changes with them.
+    spec = f"{plan.settings.sampler}/{plan.settings.pruner}/{plan.settings.n_trials}/{plan.sweep.early_terminate}"
+    spec += "|" + _describe(plan.sampler(seed=0)) + "|" + _describe(plan.pruner())
+
+    def build(seed: int, workers: int, _: Any) -> Engine:
+        return OptunaEngine(
+            plan.space, workers, lambda w: plan.sampler(seed=1000 * seed, worker_index=w), lambda w: plan.pruner()
+        )
+
+    return Strategy(name, label, spec, build)
+
+
+def _describe(obj: Any) -> str:
+    """A class name and its public-ish settings, stable across runs (no addresses, no RNG state)."""
+    fields = {k: v for k, v in sorted(vars(obj).items()) if not k.startswith("_rng") and _plain(v)}
+    return f"{type(obj).__name__}{json.dumps(fields, sort_keys=True, default=str)}"
+
+
+def _plain(v: Any) -> bool:
+    return isinstance(v, int | float | str | bool | type(None) | tuple | list)
+
+
+def wandb_strategy(name: str, label: str, method: str, hyperband: bool) -> Strategy:
+    """W&B's engine on the sweep file's parameters, with its ``early_terminate`` when ``hyperband``."""
+    raw = sweep_raw()
+    sweep: dict[str, Any] = {
+        "method": method,
+        "metric": copy.deepcopy(raw["metric"]),
+        "parameters": copy.deepcopy(raw["parameters"]),
+    }
+    if hyperband:
+        sweep["early_terminate"] = copy.deepcopy(raw["early_terminate"])
+    spec = json.dumps(sweep, sort_keys=True)
+
+    def build(seed: int, workers: int, bridge: WandbBridge) -> Engine:
+        return WandbEngine(bridge, sweep, search_space(), seed)
+
+    return Strategy(name, label, spec, build, wandb=True)
+
+
+def strategies() -> list[Strategy]:
+    """Every strategy of the comparison, the baseline first."""
+    import optuna
+
+    def tpe(seed: int) -> BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed)
+
+    def rnd(seed: int) -> BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def nop() -> BasePruner:
+        return optuna.pruners.NopPruner()
+
+    def hyperband() -> BasePruner:
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=EPOCHS, reduction_factor=3)
+
+    def sha() -> BasePruner:
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)  # reduction factor 4, Optuna's default
+
+    return [
+        optuna_strategy("random", "random, no pruning (hand-written loop)", rnd, nop, "RandomSampler|Nop"),
+        wandb_strategy("wandb-random", "W&B random", "random", hyperband=False),
+        wandb_strategy("wandb-random-hb", "W&B random + hyperband", "random", hyperband=True),
+        wandb_strategy("wandb-bayes", "W&B bayes", "bayes", hyperband=False),
+        wandb_strategy("wandb-bayes-hb", "W&B bayes + hyperband (the sweep file)", "bayes", hyperband=True),
+        optuna_strategy("tpe", "Optuna TPE", tpe, nop, "TPE()|Nop"),
+        optuna_strategy("tpe-hb", "Optuna TPE + Hyperband(1, 6, 3)", tpe, hyperband, "TPE()|Hyperband(1,6,3)"),
+        optuna_strategy("tpe-sha", "Optuna TPE + SuccessiveHalving(1, 4)", tpe, sha, "TPE()|SHA(1,4)"),
+        optuna_strategy("random-sha", "Optuna random + SuccessiveHalving = ASHA", rnd, sha, "Random|SHA(1,4)"),
+        flexcnn_strategy("flexcnn", "flexcnn default (optuna run sweeps/flexcnn.yaml)"),
+    ]
