@@ -59,13 +59,16 @@ def table(
     budgets: Sequence[float],
     baseline: str,
 ) -> str:
-    """One block per K: a row per strategy; times, their ratios to ``baseline`` (x: baseline / this)."""
+    """One block per K: a row per strategy; times, their ratios to ``baseline`` (x: baseline / this).
+
+    ``budgets`` are CPU seconds of all workers together: K workers reach them at a K-th of that.
+    """
     width = max(len(v) for v in labels.values())
     head = f"{'strategy':{width}s}"
     for name in targets.values():
         head += f" | {name + ' s: med':>16s} {'p90':>5s} {'x med':>5s} {'x p90':>5s}"
     for b in budgets:
-        head += f" | {'best@' + _budget(b) + ': med':>15s} {'p10':>6s}"
+        head += f" | {'best@' + _budget(b) + ': med':>17s} {'p10':>6s}"
     head += f" | {'trials':>6s} {'stopped':>7s}"
     lines = []
     for k in ks:
@@ -83,12 +86,12 @@ def table(
                 cells = (_secs(med), _secs(p90), _ratio(bmed, med), _ratio(bp90, p90))
                 row += f" | {miss:>9s} {cells[0]:>6s} {cells[1]:>5s} {cells[2]:>5s} {cells[3]:>5s}"
             for b in budgets:
-                med, p10 = s.best[b]
-                row += f" | {med:>15.4f} {p10:>6.4f}"
+                med, p10 = s.best[b / k]
+                row += f" | {med:>17.4f} {p10:>6.4f}"
             row += f" | {s.trials:>6.0f} {s.pruned:>7.0%}"
             lines.append(row)
     return "\n".join(lines)
 
 
 def _budget(seconds: float) -> str:
-    return f"{seconds / 60:.0f}min" if seconds >= 60 else f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}cpu-min" if seconds >= 60 else f"{seconds:.0f}cpu-s"

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.searchsim.simulator import Trace, simulate
 from bench.searchsim.space import REPO
-from bench.searchsim.strategies import Strategy, strategies
+from bench.searchsim.strategies import Strategy, registry
 
 PACKED = REPO / "bench" / "data" / "search-sim-traces.jsonl.gz"
 PENDING = REPO / "bench" / "out" / "searchsim" / "traces.jsonl"
@@ -33,7 +33,11 @@ SIM_VERSION = "1"  # bump when simulator.py changes what a replay does
 
 @dataclass(frozen=True)
 class Settings:
-    """What a replay runs until: ``stop_value`` reached and ``min_time`` passed, or ``horizon``."""
+    """What a replay runs until: ``stop_value`` reached and ``min_time`` passed, or ``horizon``.
+
+    Times are CPU seconds of all workers together; a replay with K workers gets a K-th of them
+    as simulated wall time, so K = 8 is not asked to fill eight times the compute of K = 1.
+    """
 
     data: str  # sha256 of the benchmark file, first 16 hex digits
     stop_value: float
@@ -87,7 +91,7 @@ def _init(data_path: str) -> None:
     from bench.searchsim.surrogate import Surrogate
 
     _STATE["surrogate"] = Surrogate(load(Path(data_path)))
-    _STATE["strategies"] = {s.name: s for s in strategies()}
+    _STATE["strategies"] = registry()
 
 
 def _replay(task: tuple[str, int, int, dict[str, Any]]) -> tuple[str, int, int, dict[str, Any], float]:
@@ -107,8 +111,8 @@ def _replay(task: tuple[str, int, int, dict[str, Any]]) -> tuple[str, int, int, 
         _STATE["surrogate"],
         workers,
         stop_value=settings["stop_value"],
-        min_time=settings["min_time"],
-        horizon=settings["horizon"],
+        min_time=settings["min_time"] / workers,
+        horizon=settings["horizon"] / workers,
         max_trials=settings["max_trials"],
     )
     return name, workers, seed, trace.to_json(), time.process_time() - started
@@ -125,15 +129,16 @@ def replay_all(
     jobs: int = 2,
 ) -> dict[tuple[str, int, int], Trace]:
     """Traces for every (strategy, K, seed): from the cache, else replayed now (and cached)."""
-    by_name = {s.name: s for s in strategies()}
+    by_name = registry()
     cache = load_cache()
     wanted: dict[tuple[str, int, int], str] = {
         (n, k, s): settings.key(by_name[n], k, s) for n in names for k in ks for s in seeds
     }
     todo = [(n, k, s) for (n, k, s), key in wanted.items() if key not in cache or n in recompute]
     if todo:
-        # The slow ones first, so the two processes finish together.
-        todo.sort(key=lambda t: (not by_name[t[0]].wandb, -t[1], t[0], t[2]))
+        # The comparison before the candidates; within it the slow W&B replays first, so the
+        # processes finish together.
+        todo.sort(key=lambda t: (t[0].startswith("cand-"), not by_name[t[0]].wandb, -t[1], t[0], t[2]))
         print(f"search-sim: replaying {len(todo)} of {len(wanted)} sweeps ({jobs} processes)", file=sys.stderr)
         PENDING.parent.mkdir(parents=True, exist_ok=True)
         plain = asdict(settings)

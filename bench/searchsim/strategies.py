@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,20 +66,41 @@ def optuna_strategy(
     return Strategy(name, label, spec, build)
 
 
-def flexcnn_strategy(name: str, label: str, sampler: str | None = None, pruner: str | None = None) -> Strategy:
-    """What ``flexcnn optuna run sweeps/flexcnn.yaml [--sampler S] [--pruner P]`` builds (plan_study)."""
+def flexcnn_strategy(
+    name: str,
+    label: str,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    *,
+    pruner_factory: Callable[[], BasePruner] | None = None,
+    seed_sequence: bool = False,
+) -> Strategy:
+    """What ``flexcnn optuna run sweeps/flexcnn.yaml [--sampler S] [--pruner P]`` builds (plan_study).
+
+    ``pruner_factory`` replaces the pruner with any Optuna pruner (a candidate default);
+    ``seed_sequence`` seeds worker k from ``SeedSequence(seed)`` instead of today's ``seed + k``.
+    """
     from flexcnn.search.study import plan_study
 
     plan = plan_study(bench_sweep(), sampler=sampler, pruner=pruner)
+    make_pruner = pruner_factory or plan.pruner
     # The built objects' reprs carry their parameters (TPE's startup trials, hyperband's bounds):
     # if flexcnn's defaults change, the cache key changes with them.
     spec = f"{plan.settings.sampler}/{plan.settings.pruner}/{plan.settings.n_trials}/{plan.sweep.early_terminate}"
-    spec += "|" + _describe(plan.sampler(seed=0)) + "|" + _describe(plan.pruner())
+    spec += "|" + _describe(plan.sampler(seed=0)) + "|" + _describe(make_pruner()) + f"|ss={seed_sequence}"
 
     def build(seed: int, workers: int, _: Any) -> Engine:
-        return OptunaEngine(
-            plan.space, workers, lambda w: plan.sampler(seed=1000 * seed, worker_index=w), lambda w: plan.pruner()
-        )
+        if seed_sequence:
+            seeds = worker_seeds(seed, workers)
+
+            def sampler_for(w: int) -> BaseSampler:
+                return plan.sampler(seed=seeds[w], worker_index=0)
+        else:
+
+            def sampler_for(w: int) -> BaseSampler:
+                return plan.sampler(seed=1000 * seed, worker_index=w)
+
+        return OptunaEngine(plan.space, workers, sampler_for, lambda w: make_pruner())
 
     return Strategy(name, label, spec, build)
 
@@ -86,7 +108,8 @@ def flexcnn_strategy(name: str, label: str, sampler: str | None = None, pruner: 
 def _describe(obj: Any) -> str:
     """A class name and its public-ish settings, stable across runs (no addresses, no RNG state)."""
     fields = {k: v for k, v in sorted(vars(obj).items()) if not k.startswith("_rng") and _plain(v)}
-    return f"{type(obj).__name__}{json.dumps(fields, sort_keys=True, default=str)}"
+    text = f"{type(obj).__name__}{json.dumps(fields, sort_keys=True, default=str)}"
+    return re.sub(r" at 0x[0-9a-f]+", "", text)  # a function's repr names its address
 
 
 def _plain(v: Any) -> bool:
@@ -142,3 +165,32 @@ def strategies() -> list[Strategy]:
         optuna_strategy("random-sha", "Optuna random + SuccessiveHalving = ASHA", rnd, sha, "Random|SHA(1,4)"),
         flexcnn_strategy("flexcnn", "flexcnn default (optuna run sweeps/flexcnn.yaml)"),
     ]
+
+
+def candidates() -> list[Strategy]:
+    """Possible new defaults for the Optuna path: flexcnn's sampler (multivariate TPE, constant liar)
+    with other pruners, workers seeded from one SeedSequence. Replayed after the comparison above."""
+    import optuna
+
+    return [
+        flexcnn_strategy("cand-none", "candidate: flexcnn's TPE, no pruning", pruner="none", seed_sequence=True),
+        flexcnn_strategy(
+            "cand-sha3",
+            "candidate: flexcnn's TPE + SuccessiveHalving(1, 3)",
+            pruner_factory=lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+            seed_sequence=True,
+        ),
+        flexcnn_strategy(
+            "cand-hb3",
+            "candidate: flexcnn's TPE + Hyperband(1, 6, 3)",
+            pruner_factory=lambda: optuna.pruners.HyperbandPruner(
+                min_resource=1, max_resource=EPOCHS, reduction_factor=3
+            ),
+            seed_sequence=True,
+        ),
+    ]
+
+
+def registry() -> dict[str, Strategy]:
+    """Every strategy by name: the comparison, then the candidates."""
+    return {s.name: s for s in [*strategies(), *candidates()]}

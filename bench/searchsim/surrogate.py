@@ -154,6 +154,39 @@ def _macs(p: dict[str, Any]) -> float:
     )
 
 
+class FlatForest:
+    """The forest's trees as one node table, walked for all trees at once.
+
+    sklearn's ``apply`` on a single row costs about 10 ms for 300 trees (a Python call per tree);
+    a replay asks for thousands of configurations, so this walks all trees together in numpy.
+    Leaf ids are node indices within each tree, as ``apply`` returns them.
+    """
+
+    def __init__(self, forest: Any) -> None:
+        trees = [est.tree_ for est in forest.estimators_]
+        sizes = np.array([t.node_count for t in trees])
+        self.offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.left = np.concatenate(
+            [np.where(t.children_left >= 0, t.children_left + o, -1) for t, o in zip(trees, self.offset, strict=True)]
+        )
+        self.right = np.concatenate(
+            [np.where(t.children_right >= 0, t.children_right + o, -1) for t, o in zip(trees, self.offset, strict=True)]
+        )
+        self.feature = np.concatenate([t.feature for t in trees])
+        self.threshold = np.concatenate([t.threshold for t in trees])
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32)  # sklearn's trees compare float32 features with their thresholds
+        node = self.offset.copy()
+        while True:
+            inner = self.left[node] >= 0
+            if not inner.any():
+                return node - self.offset
+            n = node[inner]
+            go_left = x[self.feature[n]] <= self.threshold[n]
+            node[inner] = np.where(go_left, self.left[n], self.right[n])
+
+
 class Surrogate:
     """``curve(params)``: the measured curve of the random-forest-nearest measured configuration.
 
@@ -175,6 +208,7 @@ class Surrogate:
             n_estimators=trees, min_samples_leaf=2, max_features=0.5, random_state=seed, n_jobs=1
         ).fit(self.x, y)
         self.leaves = self.forest.apply(self.x)  # (n_measured, trees)
+        self.flat = FlatForest(self.forest)
         self.cost = CostModel(self.curves)
         self.log_cost = np.array([self.cost.log_epoch_cpu(c.params) for c in self.curves])
         span = self.x.max(axis=0) - self.x.min(axis=0)
@@ -185,7 +219,7 @@ class Surrogate:
         x = np.array([self.encoder.row(params)])
         if self.kind == "gower":
             return int(np.argmin((np.abs(self.x - x) / self.span).sum(axis=1)))
-        shared = (self.leaves == self.forest.apply(x)).sum(axis=1)
+        shared = (self.leaves == self.flat.apply(x[0])).sum(axis=1)
         best = np.flatnonzero(shared == shared.max())
         if len(best) == 1:
             return int(best[0])
