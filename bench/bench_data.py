@@ -44,10 +44,10 @@ from bench.common import Row
 from flexcnn.config import RunConfig, load_config
 from flexcnn.data import load_splits
 from flexcnn.data.base import ImageTensors
-from flexcnn.data.loaders import default_workers, make_loader
+from flexcnn.data.loaders import make_loader
 from flexcnn.engine import train_one_epoch
-from flexcnn.hardware import cpu_threads, resolve_hardware
-from flexcnn.run import build_pipeline
+from flexcnn.hardware import cpu_threads, loader_workers, resolve_hardware
+from flexcnn.pipeline import build_pipeline
 
 REPS = 3
 MNIST = [
@@ -184,7 +184,7 @@ def classic_loader(train: ImageTensors, batch_size: int, mean: float, std: float
 
             return transform(Image.fromarray(train.images[i, 0].numpy())), int(train.labels[i])
 
-    workers = default_workers()
+    workers = loader_workers()
     return torch.utils.data.DataLoader(
         PerImage(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
         persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
@@ -207,7 +207,7 @@ def mnist_rows(model: list[str] | None = None, label: str = "") -> list[Row]:
     config = load_config(None, [*MNIST, *(model or [])])
     pipe, step = _trainer(config)
     loaders = _loaders(pipe.splits.train, config.data.batch_size)
-    classic = classic_loader(pipe.splits.train, config.data.batch_size, pipe.mean[0], pipe.std[0])
+    classic = classic_loader(pipe.splits.train, config.data.batch_size, pipe.input.mean[0], pipe.input.std[0])
     m = race(
         {
             "resident": (loaders["resident"], _augment(pipe)),
@@ -216,7 +216,7 @@ def mnist_rows(model: list[str] | None = None, label: str = "") -> list[Row]:
         },
         step,
     )
-    workers = default_workers()
+    workers = loader_workers()
     return [
         _row(
             f"mnist5k{label or ' std aug'}: resident vs DataLoader",
@@ -274,7 +274,7 @@ def folder_rows(tmp: Path) -> list[Row]:
         lambda load: load(),
         REPS + 2,
     )
-    workers = default_workers()
+    workers = loader_workers()
     return [
         _row(
             "1k 64px JPEGs streamed, loader: cached",

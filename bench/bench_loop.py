@@ -24,7 +24,7 @@ from bench.common import Row
 from flexcnn.config import load_config
 from flexcnn.engine import autocast
 from flexcnn.hardware import resolve_hardware
-from flexcnn.run import build_pipeline
+from flexcnn.pipeline import build_pipeline
 from flexcnn.run import run as run_training
 
 EPOCHS = 3

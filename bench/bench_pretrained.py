@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from bench.common import Row
-from flexcnn.config import PretrainedConfig
 from flexcnn.hardware import native_bf16
 from flexcnn.models import InputSpec, build_model
+from flexcnn.models.pretrained import PretrainedConfig
 
 KINDS = ("resnet50", "vgg19")
 STRATEGIES = ("feature_extraction", "partial", "full")

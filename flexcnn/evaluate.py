@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from flexcnn.checkpoint import load_checkpoint
-from flexcnn.config import RunConfig, apply_override, validate_config
+from flexcnn.checkpoint import Checkpoint
+from flexcnn.config import RunConfig, validate_config
 from flexcnn.data import load_splits
-from flexcnn.data.augment import BatchTransform
 from flexcnn.data.loaders import make_loader
 from flexcnn.data.sources import Target
 from flexcnn.engine import evaluate
@@ -18,26 +18,28 @@ from flexcnn.errors import CheckpointError, DataError
 from flexcnn.hardware import resolve_hardware
 from flexcnn.metrics import classification_report
 from flexcnn.models import InputSpec, build_model
+from flexcnn.overrides import apply_override
+from flexcnn.pipeline import batch_transform
 
 
-def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.Module, RunConfig, dict[str, Any]]:
+def load_model(checkpoint: Path | str, device: torch.device) -> tuple[torch.nn.Module, RunConfig, Checkpoint]:
     """Rebuild the model saved in ``checkpoint`` and load its weights."""
-    state = load_checkpoint(checkpoint, device)
-    config = validate_config(state["config"], source=f"{checkpoint} (saved config)")
-    spec = InputSpec(state["input"]["channels"], state["input"]["image_size"], len(state["classes"]))
+    saved = Checkpoint.load(checkpoint, device)
+    config = validate_config(saved.config, source=f"{checkpoint} (saved config)")
+    spec = InputSpec(saved.input.channels, saved.input.image_size, len(saved.classes))
     if hasattr(config.model, "weights"):
         config.model.weights = "none"  # the checkpoint carries the trained weights
     module = build_model(config.model, spec).module
     try:
-        module.load_state_dict(state["model"])
+        module.load_state_dict(saved.model)
     except RuntimeError as exc:
         raise CheckpointError(f"{checkpoint} does not match its model config: {str(exc).splitlines()[0]}") from None
-    return module.to(device).eval(), config, state
+    return module.to(device).eval(), config, saved
 
 
 def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str = "test") -> dict[str, Any]:
     """Metrics of a checkpoint on ``split`` of its data (or data given by overrides)."""
-    module, config, state = load_model(checkpoint, torch.device("cpu"))
+    module, config, saved = load_model(checkpoint, torch.device("cpu"))
     tree = config.to_dict()
     for override in overrides:
         apply_override(tree, override)
@@ -47,23 +49,13 @@ def evaluate_checkpoint(checkpoint: Path | str, overrides: list[str], split: str
     module = module.to(hw.device)
     if hw.channels_last:
         module = module.to(memory_format=torch.channels_last)
-    info = state["input"]
-    splits = load_splits(config.data, Target(info["channels"], info["image_size"]))
-    if splits.classes != state["classes"]:
-        raise DataError(
-            f"the data's classes {splits.classes[:10]} differ from the checkpoint's {state['classes'][:10]}"
-        )
+    splits = load_splits(config.data, Target(saved.input.channels, saved.input.image_size))
+    if splits.classes != saved.classes:
+        raise DataError(f"the data's classes {splits.classes[:10]} differ from the checkpoint's {saved.classes[:10]}")
     data = splits.test if split == "test" and splits.test is not None else splits.val
-    transform = BatchTransform(
-        in_channels=splits.channels,
-        out_channels=info["channels"],
-        in_size=splits.image_size,
-        out_size=info["image_size"],
-        mean=tuple(info["mean"]),
-        std=tuple(info["std"]),
-        channels_last=hw.channels_last,
-        device=hw.device,
-    )
+    # The data given may come in another size or channel count than the run's: convert from what it is.
+    info = replace(saved.input, source_channels=splits.channels, source_size=splits.image_size)
+    transform = batch_transform(info, hw.device, channels_last=hw.channels_last)
     loader = make_loader(data, batch_size=256, device=hw.device, train=False, resident=True)
     out = evaluate(
         module,

@@ -1,4 +1,14 @@
-"""Device, precision and thread choices resolved from ``train`` config."""
+"""Device, precision and CPU choices: what a run trains on, and how processes share the cores.
+
+The CPU policy lives here alone: the cores this process may use
+(:func:`usable_cores`), each worker's share when K processes train side by
+side (:func:`threads_per_worker`, :func:`worker_env`), a run's intra-op
+threads (:func:`cpu_threads`) and its data-loading processes
+(:func:`loader_workers`).
+
+torch is imported where it is used, so launchers that only share out cores
+(``flexcnn agent``, ``flexcnn optuna run``) do not load it.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +17,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from flexcnn.config import TrainConfig
 from flexcnn.errors import ConfigError
+from flexcnn.sections import TrainConfig
 
-_AMP_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+if TYPE_CHECKING:
+    import torch
+
+MAX_LOADER_WORKERS = 8  # data-loading processes per run, however many cores it may use
 
 
 @dataclass(frozen=True)
@@ -24,17 +36,24 @@ class Hardware:
 
     @property
     def needs_scaler(self) -> bool:
+        import torch
+
         return self.amp_dtype == torch.float16 and self.device.type == "cuda"
 
     def describe(self) -> str:
         """``cpu (bf16 autocast)``: what the run shows and logs as its device."""
-        fast = [f"{_AMP_NAMES[self.amp_dtype]} autocast"] if self.amp_dtype is not None else []
+        import torch
+
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+        fast = [f"{names[self.amp_dtype]} autocast"] if self.amp_dtype is not None else []
         fast += ["channels_last"] if self.channels_last else []
         return f"{self.device} ({', '.join(fast)})" if fast else str(self.device)
 
 
 def resolve_hardware(cfg: TrainConfig) -> Hardware:
     """Pick the device and the fast paths that pay off on it."""
+    import torch
+
     threads = cpu_threads(cfg.threads)
     if threads is not None and threads != torch.get_num_threads():
         torch.set_num_threads(threads)
@@ -75,6 +94,8 @@ def native_bf16(device: torch.device) -> bool:
     convolutions trained the CNNs of ``bench/bench_precision.py`` 1.1 to 1.9x
     faster than fp32; CPUs without them emulate bf16 and would be slower.
     """
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
@@ -93,6 +114,8 @@ def cpu_threads(requested: int | None, env: Mapping[str, str] = os.environ) -> i
     default, because torch counts the host's cores, not the quota, and 64
     threads on a 2-CPU quota spend their time descheduled.
     """
+    import torch
+
     if requested:
         return requested
     for name in ("FLEXCNN_THREADS", "OMP_NUM_THREADS"):
@@ -115,6 +138,29 @@ def worker_env(threads: int) -> dict[str, str]:
     mnist5k training went from 220 to 740 img/s with it; README, "Speed").
     """
     return {"FLEXCNN_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cpusets), capped by a cgroup CPU quota.
+
+    ``os.cpu_count()`` counts the host's cores, which a container may not be allowed to use.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, quota) if quota is not None else cores)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Each of ``workers`` training processes' share of the usable cores (at least one each)."""
+    return max(1, usable_cores() // max(1, workers))
+
+
+def loader_workers() -> int:
+    """Data-loading processes for one run: every usable core but the training process's own, at most 8."""
+    return max(0, min(MAX_LOADER_WORKERS, usable_cores() - 1))
 
 
 def cgroup_cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flexcnn.config import TrainConfig
+from flexcnn.sections import TrainConfig
 
 
 class FocalLoss(nn.Module):

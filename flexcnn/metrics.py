@@ -1,11 +1,21 @@
-"""Classification metrics from predicted probabilities, computed with torchmetrics."""
+"""Classification metrics from predicted probabilities, computed with torchmetrics.
+
+Everything here returns numbers (floats, lists, tensors) or, for the confusion
+matrix, a PNG; turning them into a dashboard's tables and charts is the
+reporters' job.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+# (class name, x, y) points of per-class curves: (fpr, tpr) for ROC, (recall, precision) for PR.
+CurvePoints = list[tuple[str, float, float]]
 
 
 @dataclass
@@ -20,6 +30,10 @@ class ClassificationReport:
     auroc_macro: float | None
     per_class: dict[str, dict[str, float]]  # class -> {precision, recall, f1, acc, support}
     confusion: Tensor  # (C, C) counts, rows = true class
+    # Rendered confusion images by (classes, title): the run folder and W&B show one picture, drawn once.
+    _confusion_pngs: dict[tuple[tuple[str, ...], str], bytes] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def scalars(self, prefix: str) -> dict[str, float]:
         out = {
@@ -32,6 +46,13 @@ class ClassificationReport:
         if self.auroc_macro is not None:
             out[f"{prefix}/auroc_macro"] = self.auroc_macro
         return out
+
+    def confusion_png(self, classes: Sequence[str], title: str) -> bytes:
+        """The confusion matrix as PNG bytes (see ``render_confusion_png``), rendered once per classes and title."""
+        key = (tuple(classes), title)
+        if key not in self._confusion_pngs:
+            self._confusion_pngs[key] = render_confusion_png(self.confusion, list(classes), title)
+        return self._confusion_pngs[key]
 
 
 def classification_report(probs: Tensor, targets: Tensor, loss: float, classes: list[str]) -> ClassificationReport:
@@ -81,8 +102,55 @@ def macro_f1(probs: Tensor, targets: Tensor, num_classes: int) -> float:
     return float(f1[present].mean())
 
 
-def save_confusion_png(confusion: Tensor, classes: list[str], path: str, title: str = "confusion matrix") -> None:
-    """Draw the confusion matrix (row-normalised colours, counts as text) to a PNG."""
+def per_class_auroc(probs: Tensor, targets: Tensor, num_classes: int) -> list[float]:
+    """One-vs-rest ROC-AUC of each class, in class order."""
+    import torchmetrics.functional.classification as tmc
+
+    auroc = tmc.multiclass_auroc(probs.float().cpu(), targets.cpu(), num_classes=num_classes, average="none")
+    return auroc.tolist()
+
+
+def curve_thresholds(num_classes: int, max_points: int) -> int:
+    """Thresholds per class for ROC/PR curves, 11 to 201, so that all classes' points fit in ``max_points``."""
+    return max(11, min(201, max_points // max(num_classes, 1) - 1))
+
+
+def roc_points(probs: Tensor, targets: Tensor, classes: list[str], thresholds: int) -> CurvePoints:
+    """Per-class ROC curves as (class, fpr, tpr) at ``thresholds`` evenly spaced thresholds.
+
+    Binned thresholds keep the cost and the size fixed, whatever the number of samples.
+    """
+    import torchmetrics.functional.classification as tmc
+
+    fpr, tpr, _ = tmc.multiclass_roc(
+        probs.float().cpu(), targets.cpu(), num_classes=len(classes), thresholds=thresholds
+    )
+    return _curve_points(classes, fpr, tpr)
+
+
+def pr_points(probs: Tensor, targets: Tensor, classes: list[str], thresholds: int) -> CurvePoints:
+    """Per-class precision-recall curves as (class, recall, precision) at ``thresholds`` thresholds."""
+    import torchmetrics.functional.classification as tmc
+
+    precision, recall, _ = tmc.multiclass_precision_recall_curve(
+        probs.float().cpu(), targets.cpu(), num_classes=len(classes), thresholds=thresholds
+    )
+    return _curve_points(classes, recall, precision)
+
+
+def _curve_points(classes: list[str], xs: Tensor, ys: Tensor) -> CurvePoints:
+    """(class, x, y) rounded to 4 decimals; NaN points (thresholds where nothing was predicted) dropped."""
+    points = []
+    for c, name in enumerate(classes):
+        for x, y in zip(xs[c].tolist(), ys[c].tolist(), strict=True):
+            if x == x and y == y:
+                points.append((name, round(x, 4), round(y, 4)))
+    return points
+
+
+def render_confusion_png(confusion: Tensor, classes: list[str], title: str = "confusion matrix") -> bytes:
+    """Draw the confusion matrix (row-normalised colours, counts as text) as PNG bytes, in memory."""
+    # Imported here: matplotlib takes most of a second to import, and only the end of a run draws.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,5 +180,7 @@ def save_confusion_png(confusion: Tensor, classes: list[str], path: str, title: 
                     color="white" if counts[i, j] / rows[i, 0] > 0.5 else "black",
                 )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    return buffer.getvalue()

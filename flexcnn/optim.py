@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.optim import lr_scheduler
 
-from flexcnn.config import OptimConfig
+from flexcnn.sections import OptimConfig
 
 
 def make_optimizer(cfg: OptimConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:

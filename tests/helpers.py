@@ -9,43 +9,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
+import yaml
 
 from tests.conftest import REPO
 
-
-def write_image_folder(
-    root: Path,
-    classes: dict[str, int],
-    *,
-    size: int = 20,
-    splits: tuple[str, ...] = ("train",),
-    mode: str = "RGB",
-    seed: int = 0,
-) -> Path:
-    """Write ``root/<split>/<class>/<i>.png`` with class-dependent colours (learnable)."""
-    rng = np.random.default_rng(seed)
-    for split in splits:
-        for c, (name, count) in enumerate(classes.items()):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                base = np.full((size, size, 3), 40 + 60 * c, dtype=np.int16)
-                noise = rng.integers(-20, 20, size=(size, size, 3))
-                array = np.clip(base + noise, 0, 255).astype(np.uint8)
-                Image.fromarray(array, "RGB").convert(mode).save(folder / f"{i}.png")
-    return root
+# A tiny study base config: 2-block CNN, 2 epochs on (part of) digits, no W&B.
+STUDY_BASE: dict[str, Any] = {
+    "model": {"kind": "flexible_cnn", "num_filters": [8, 16], "dense_units": [32]},
+    "data": {"source": "digits", "augment": "none", "hflip": False, "batch_size": 64, "limit": 400},
+    "optim": {"name": "adam", "lr": 0.003, "scheduler": "none"},
+    "train": {"epochs": 2, "seed": 0},
+    "logging": {"progress": False, "wandb": {"mode": "disabled", "num_samples": 0}},
+}
 
 
-def write_fer_csv(path: Path, rows_per_usage: dict[str, int], seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    lines = ["emotion,pixels,Usage"]
-    for usage, count in rows_per_usage.items():
-        for i in range(count):
-            pixels = " ".join(str(v) for v in rng.integers(0, 256, 48 * 48))
-            lines.append(f"{i % 7},{pixels},{usage}")
-    path.write_text("\n".join(lines) + "\n")
+def write_sweep(folder: Path, parameters: dict[str, Any], *, base: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """A sweep file and its base config (``STUDY_BASE`` by default) in ``folder``; trial folders go to folder/runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tree = json.loads(json.dumps(base or STUDY_BASE))
+    tree["logging"]["output_dir"] = str(folder / "runs")
+    (folder / "base.yaml").write_text(yaml.safe_dump(tree))
+    sweep = {
+        "program": "flexcnn",
+        "command": ["flexcnn", "train", "base.yaml", "--args-json", "${args_json_file}"],
+        "method": "random",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "parameters": parameters,
+        **extra,
+    }
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     return path
 
 

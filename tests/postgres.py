@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +74,9 @@ def _run(cmd: list[str], what: str) -> None:
         pytest.fail(f"{what} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
 
 
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    """Start a fresh cluster for the module's tests; stop and delete it afterwards."""
+@contextmanager
+def running_cluster() -> Iterator[PostgresCluster]:
+    """Start a fresh cluster; stop and delete it on exit. Also usable outside pytest (``make test-image``)."""
     bindir = find_bindir()
     root = Path(tempfile.mkdtemp(prefix="flexcnn-pg-"))
     if os.geteuid() == 0:
@@ -88,11 +89,11 @@ def postgres() -> Iterator[PostgresCluster]:
     )
     # fsync off: a test cluster, thrown away afterwards. Unix socket in our folder, not /var/run.
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off -c max_connections=50"
-    _run(
-        [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
-        "pg_ctl start",
-    )
     try:
+        _run(
+            [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
+            "pg_ctl start",
+        )
         _run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", SERVER_USER, "optuna"], "createdb")
         yield PostgresCluster(f"postgresql://{SERVER_USER}@127.0.0.1:{port}/optuna", port, data)
     finally:
@@ -103,3 +104,10 @@ def postgres() -> Iterator[PostgresCluster]:
             check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    """Start a fresh cluster for the module's tests; stop and delete it afterwards."""
+    with running_cluster() as cluster:
+        yield cluster

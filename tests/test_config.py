@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flexcnn.config import FlexibleCNNConfig, load_config, parse_value
+from flexcnn.config import load_config
 from flexcnn.errors import ConfigError
+from flexcnn.models.flexible_cnn import FlexibleCNNConfig
+from flexcnn.overrides import parse_value
 from tests.helpers import flexcnn_cli
 
 # (overrides or YAML text, words the one-line message must contain)

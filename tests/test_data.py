@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,12 @@ import torch
 from flexcnn.config import load_config
 from flexcnn.data import ImageTensors, StreamedImages, Target, available_sources, load_splits
 from flexcnn.data.augment import PRESETS, BatchTransform
+from flexcnn.data.fer_csv import write_fer_csv
+from flexcnn.data.folders import write_image_folder
 from flexcnn.data.loaders import make_loader
 from flexcnn.data.stats import channel_stats
+from flexcnn.data.torchvision_sets import write_idx
 from flexcnn.errors import DataError
-from tests.helpers import write_fer_csv, write_image_folder
 
 
 def _data(*overrides: str):
@@ -175,19 +176,13 @@ def test_fer_csv_mistakes_name_the_line(tmp_path: Path, text: str, message: str)
         load_splits(_data("data.source=fer2013_csv", f"data.root={path}"))
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    dims = array.shape
-    header = struct.pack(">HBB", 0, 0x08, len(dims)) + struct.pack(f">{len(dims)}I", *dims)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_torchvision_mnist_reads_placed_files(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 20)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
     splits = load_splits(_data("data.source=mnist", f"data.root={tmp_path}"))
     assert _sizes(splits) == (50, 10, 20)  # at least one val image per class
     assert splits.train.images.shape[1:] == (1, 28, 28)

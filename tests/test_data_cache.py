@@ -18,11 +18,11 @@ from flexcnn.data import load_splits
 from flexcnn.data.base import ImageTensors, StreamedImages
 from flexcnn.data.cache import CachedImages, _build, cache_key, decoded_images
 from flexcnn.data.decode import decode_files, decode_image
+from flexcnn.data.folders import write_image_folder
 from flexcnn.data.loaders import make_loader
 from flexcnn.errors import DataError
 from flexcnn.run import run
 from tests.conftest import TINY
-from tests.helpers import write_image_folder
 
 SIZE = 12
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flexcnn.agents.children import threads_per_agent
+from flexcnn.hardware import threads_per_worker
 from tests.conftest import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
@@ -126,6 +126,32 @@ def find_uvx() -> list[str]:
     raise AssertionError("uv/uvx not found: run `make setup` (it installs uv into .tools/bin)")
 
 
+# Real implementations, from PyPI through uvx, pinned so a new release cannot change a verdict unseen.
+PODMAN_COMPOSE = "podman-compose==1.6.0"
+CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
+KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0"
+
+
+def uvx_tool(package: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = package.split("==")[0]
+    return subprocess.run(
+        [*find_uvx(), "--from", package, command, *args],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def podman_compose_config(*profiles: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The compose file as podman-compose resolves it (anchors, interpolation, profiles)."""
+    flags = [flag for profile in profiles for flag in ("--profile", profile)]
+    # --dry-run: `config` then needs no podman binary
+    out = uvx_tool(PODMAN_COMPOSE, "--dry-run", "-f", str(COMPOSE), *flags, "config", env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return yaml.safe_load(out.stdout)
+
+
 def plain_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A bare environment like a container's: the venv's bin on PATH, an empty HOME, nothing else of ours."""
     home = tmp_path / "home"
@@ -153,7 +179,7 @@ def test_hadolint_reports_nothing() -> None:
 
 def test_dockerfile_is_pinned_non_root_and_installs_from_the_lockfile() -> None:
     args = dict(re.match(r"(\w+)=(\S+)", a).groups() for a in instruction("ARG") if "=" in a)  # type: ignore[union-attr]
-    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", args["CUDA_IMAGE"])
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(base|runtime)-ubuntu\d+\.\d+", args["BASE_IMAGE"])
     assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", args["UV_IMAGE"])
     runs = " ".join(instruction("RUN"))
     assert "uv sync --frozen --no-dev --no-install-project" in runs and "--no-editable" in runs
@@ -162,6 +188,54 @@ def test_dockerfile_is_pinned_non_root_and_installs_from_the_lockfile() -> None:
     assert args["UID"] != "0"
     assert entrypoint() == ["flexcnn"]
     assert len(instruction("FROM")) >= 2  # multi-stage: the runtime image carries no build tools
+
+
+def stages() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(base, name, instructions) per FROM, in order."""
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for keyword, rest in dockerfile_instructions():
+        if keyword == "FROM":
+            base, _, name = rest.partition(" AS ")
+            out.append((base.strip(), name.strip(), []))
+        elif out:
+            out[-1][2].append((keyword, rest))
+    return out
+
+
+def test_base_image_uv_and_python_are_build_arguments() -> None:
+    """One Dockerfile for users (CUDA base, uv-managed Python) and make test-image (Debian, its python3)."""
+    args = dict(re.match(r"(\w+)=(\S+)", a).groups() for a in instruction("ARG") if "=" in a)  # type: ignore[union-attr]
+    assert args["PYTHON_SOURCE"] == "managed" and args["PYTHON_VERSION"] == "3.11"
+    names: list[str] = []
+    for base, name, _ in stages():
+        assert base in ("${BASE_IMAGE}", "${UV_IMAGE}") or base in names, f"FROM {base}: not a build argument"
+        names.append(name)
+    runs = " ".join(instruction("RUN"))
+    assert '--python-preference "only-${PYTHON_SOURCE}"' in runs
+    assert 'if [ "${PYTHON_SOURCE}" = managed ]; then uv python install' in runs
+
+
+def test_dependencies_are_a_layer_below_the_source() -> None:
+    """A code change must not reinstall 6 GB of wheels: uv.lock is synced before flexcnn/ is copied."""
+    (deps,) = [body for _, name, body in stages() if name == "deps"]
+    copies = [rest for keyword, rest in deps if keyword == "COPY"]
+    assert copies and all(set(c.split()[:-1]) <= {"pyproject.toml", "uv.lock"} for c in copies), copies
+    assert any("--no-install-project" in rest for keyword, rest in deps if keyword == "RUN")
+    runtime_base, _, runtime = stages()[-1]
+    assert runtime_base == "deps", "the runtime stage builds on the dependency layers instead of copying 6 GB"
+    assert [rest for keyword, rest in runtime if keyword == "COPY" and "--from=" in rest] == [
+        "--from=project /stage/ /"
+    ], "only flexcnn's own files come from the project stage"
+
+
+def test_uv_its_cache_and_the_ca_bundle_are_mounted_never_copied() -> None:
+    """No layer holds uv, its cache or the build's CA bundle (a build secret)."""
+    assert not any("--from=uv" in rest for rest in instruction("COPY"))
+    for rest in instruction("RUN"):
+        if re.search(r"\buv (sync|python)\b", rest):
+            assert "--mount=type=bind,from=uv,source=/uv,target=/usr/local/bin/uv" in rest, rest
+            assert "--mount=type=cache,target=/root/.cache/uv" in rest, rest
+            assert "--mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle" in rest, rest
 
 
 def test_caches_data_and_runs_are_volumes_and_no_secret_is_baked_in() -> None:
@@ -266,6 +340,51 @@ def test_k8s_job_is_indexed_with_one_gpu_per_pod_and_storage_from_a_secret() -> 
     assert str(secret_dir) in mounts
 
 
+def test_compose_file_passes_a_real_compose_config_and_the_compose_spec() -> None:
+    schema = uvx_tool(CHECK_JSONSCHEMA, "--builtin-schema", "vendor.compose-spec", str(COMPOSE))
+    assert schema.returncode == 0, schema.stdout + schema.stderr
+    storage = "postgresql+psycopg2://flexcnn@db.example:5432/optuna"
+    expected = {
+        "optuna": {"postgres", "optuna-gpu0", "optuna-gpu1"},
+        "optuna-all": {"postgres", "optuna-all"},
+        "wandb": {"wandb-gpu0", "wandb-gpu1"},
+        "wandb-all": {"wandb-all"},
+    }
+    for profile, names in expected.items():
+        resolved = podman_compose_config(profile, env={"FLEXCNN_STORAGE": storage, "FLEXCNN_N_TRIALS": "7"})
+        assert set(resolved["services"]) == names, profile
+        ours = compose_services({"FLEXCNN_STORAGE": storage, "FLEXCNN_N_TRIALS": "7"})
+        for name, svc in resolved["services"].items():
+            if name == "postgres":
+                continue
+            # what this file's other tests read is what a compose implementation runs
+            assert svc["command"] == ours[name]["command"], name
+            assert svc["image"] == f"flexcnn:{VERSION}", name
+            if profile.startswith("optuna"):
+                assert svc["environment"]["FLEXCNN_STORAGE"] == storage, name
+                assert str(svc["environment"]["FLEXCNN_N_TRIALS"]) == "7", name
+
+
+@pytest.mark.parametrize("version", ["1.29", "1.37"])  # backoffLimitPerIndex needs 1.29; the newest schema
+def test_k8s_job_validates_against_the_kubernetes_schema(version: str) -> None:
+    out = uvx_tool(KUBERNETES_VALIDATE, "--strict", "--kubernetes-version", version, str(K8S_JOB))
+    assert out.returncode == 0 and "passed" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_k8s_job_retries_crashed_pods_but_not_evicted_ones() -> None:
+    """An evicted or preempted pod (DisruptionTarget) must not use up its index's retries; a crash must."""
+    spec = k8s_job()["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert spec["backoffLimitPerIndex"] >= 1
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    for rule in rules:
+        assert rule["action"] in ("Ignore", "Count", "FailIndex", "FailJob"), rule
+        # nothing else is ignored: a crash matches no Ignore rule and counts against backoffLimitPerIndex
+        if rule["action"] == "Ignore":
+            assert "onExitCodes" not in rule and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
+
+
 def test_compose_and_k8s_name_the_same_image_command_and_variables() -> None:
     container = k8s_container()
     for name, svc in agent_services("optuna").items():
@@ -330,7 +449,7 @@ def test_the_compose_command_resolves_sweep_study_and_storage_from_its_variables
     assert line.startswith("gpu0: CUDA_VISIBLE_DEVICES=0 ")
     expected = (
         f"-m flexcnn optuna worker {env['FLEXCNN_SWEEP']} --study {env['FLEXCNN_STUDY']} "
-        f"--storage {env['FLEXCNN_STORAGE']} --n-trials {env['FLEXCNN_N_TRIALS']} --threads {threads_per_agent(1)}"
+        f"--storage {env['FLEXCNN_STORAGE']} --n-trials {env['FLEXCNN_N_TRIALS']} --threads {threads_per_worker(1)}"
     )
     assert line.endswith(expected), line
     assert "not-in-any-log" not in out.stdout + out.stderr

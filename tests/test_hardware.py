@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flexcnn.config import TrainConfig, load_config
+from flexcnn.config import load_config
 from flexcnn.evaluate import evaluate_checkpoint
 from flexcnn.hardware import Hardware, native_bf16, resolve_hardware
 from flexcnn.run import run
+from flexcnn.sections import TrainConfig
 from tests.conftest import TINY
 
 CPU = torch.device("cpu")

@@ -17,12 +17,14 @@ import torchvision
 from torch import nn
 
 from flexcnn.cli import main
-from flexcnn.config import PretrainedConfig, load_config
+from flexcnn.config import load_config
 from flexcnn.errors import CheckpointError, ConfigError
 from flexcnn.evaluate import evaluate_checkpoint
 from flexcnn.models import InputSpec, available_models, build_model, input_request
-from flexcnn.models.pretrained import PretrainedAdapter, weights_file
-from flexcnn.reporters.base import BaseReporter, StopRun
+from flexcnn.models.finetune import PretrainedAdapter
+from flexcnn.models.pretrained import PretrainedConfig
+from flexcnn.models.weights import weights_file
+from flexcnn.reporters.base import Reporter, StopRun
 from flexcnn.run import run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,7 +285,7 @@ def test_two_phase_switches_at_head_epochs_and_new_groups_cover_unfrozen_paramet
     assert counts["params/trainable"] == counts["params/trainable_phase2"]
 
 
-class Snapshots(BaseReporter):
+class Snapshots(Reporter):
     """Reads the model and optimiser from last.pt after every epoch (what the run folder holds)."""
 
     def __init__(self, stop_after: int | None = None) -> None:

@@ -10,12 +10,12 @@ import torch
 
 from flexcnn.config import load_config
 from flexcnn.errors import TrainingDiverged
-from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult, StopRun
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult, StopRun
 from flexcnn.run import run
 from tests.conftest import REPO, TINY
 
 
-class Recorder(BaseReporter):
+class Recorder(Reporter):
     """Keeps what it was told, and can stop or interrupt at a given epoch."""
 
     def __init__(self, stop_at: int | None = None, interrupt_at: int | None = None) -> None:
@@ -48,6 +48,7 @@ def test_run_writes_a_reproducible_folder(tmp_path: Path) -> None:
         "summary.json",
         "per_class.json",
         "confusion.png",
+        "roc.json",
         "best.pt",
         "last.pt",
     ):

@@ -18,9 +18,9 @@ import pytest
 
 from flexcnn.config import load_config
 from flexcnn.errors import ConfigError
-from flexcnn.reporters import wandb as wandb_reporter
-from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult, StopRun
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.wandb import ModeDecision, logged_in, resolve_mode, server_reachable, wandb_reporter_for
+from flexcnn.reporters.wandb import reporter as wandb_reporter
 from flexcnn.run import run
 from tests.conftest import TINY
 from tests.helpers import flexcnn_cli, offline_run_dir, read_offline_run
@@ -204,7 +204,7 @@ def test_factory_returns_none_when_disabled_and_merges_names_and_tags(monkeypatc
 # --------------------------------------------------------------------------- full runs
 
 
-class _PruneAt(BaseReporter):
+class _PruneAt(Reporter):
     """Stops the run after ``epoch`` the way the Optuna reporter does."""
 
     def __init__(self, epoch: int) -> None:

@@ -1,8 +1,8 @@
 """What each agent child runs and with which environment.
 
-The children are started with this interpreter (``python -m flexcnn``,
-``python -m wandb``) so they use the same installation as the parent, inside
-or outside a container.
+The children are started with this interpreter (``python -m wandb``, and
+``python -m flexcnn`` from :mod:`flexcnn.search.worker_argv`) so they use the
+same installation as the parent, inside or outside a container.
 """
 
 from __future__ import annotations
@@ -13,47 +13,23 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flexcnn.agents.supervisor import ChildSpec
 from flexcnn.errors import UserError
+from flexcnn.processes import ChildSpec
 
 # NAME_FILE -> NAME for the secrets a child may need: a Docker/Kubernetes secret
 # mounted as a file keeps the value out of `docker inspect` and the image.
 SECRET_FILE_VARS = ("WANDB_API_KEY", "PGPASSWORD")
 
 
-def flexcnn_argv(*args: str) -> list[str]:
-    """``flexcnn ARGS`` run by the current interpreter."""
-    return [sys.executable, "-m", "flexcnn", *args]
-
-
-def optuna_worker_argv(
-    sweep: Path | str,
-    *,
-    study: str | None,
-    storage: str | None,
-    n_trials: int | None = None,
-    threads: int | None = None,
-) -> list[str]:
-    """The ``flexcnn optuna worker`` command line one Optuna agent runs (None: the worker's default)."""
-    argv = flexcnn_argv("optuna", "worker", str(sweep))
-    for flag, value in (("--study", study), ("--storage", storage), ("--n-trials", n_trials), ("--threads", threads)):
-        if value:
-            argv += [flag, str(value)]
-    return argv
-
-
-def threads_per_agent(agents: int) -> int:
-    """This process's CPUs shared out between ``agents`` workers (at least one each)."""
-    try:
-        cores = len(os.sched_getaffinity(0))  # honours taskset/cgroup cpusets, unlike os.cpu_count()
-    except AttributeError:  # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(1, agents))
-
-
 def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
-    """The ``wandb agent`` command line one W&B agent runs."""
-    argv = [sys.executable, "-m", "wandb", "agent"]
+    """The ``wandb agent`` command line one W&B agent runs.
+
+    ``--forward-signals``: wandb starts each run in a process group of its own, so
+    the SIGTERM (and SIGINT) the supervisor sends the agent reaches ``flexcnn train``
+    only when the agent forwards it; the run then checkpoints, marks itself
+    preempting and W&B requeues it.
+    """
+    argv = [sys.executable, "-m", "wandb", "agent", "--forward-signals"]
     if count is not None:
         argv += ["--count", str(count)]
     return [*argv, sweep_id]

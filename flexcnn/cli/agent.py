@@ -108,8 +108,8 @@ def optuna_agents(
     SWEEP is a sweep YAML (env FLEXCNN_SWEEP). Workers on any number of hosts
     share a study through the same --storage (PostgreSQL across hosts).
     """
-    from flexcnn.agents import optuna_worker_argv
-    from flexcnn.agents.children import threads_per_agent
+    from flexcnn.hardware import threads_per_worker
+    from flexcnn.search.worker_argv import optuna_worker_argv
 
     if sweep is None:
         raise UserError("flexcnn agent optuna: name the sweep YAML (argument SWEEP or env FLEXCNN_SWEEP)")
@@ -118,7 +118,7 @@ def optuna_agents(
 
     def argv(gpus: Sequence[str]) -> list[str]:
         # Each worker would otherwise size its thread pool for the whole machine.
-        per_worker = threads or threads_per_agent(len(gpus))
+        per_worker = threads or threads_per_worker(len(gpus))
         return optuna_worker_argv(sweep, study=study, storage=storage, n_trials=n_trials, threads=per_worker)
 
     _run(argv, **common)
@@ -173,8 +173,9 @@ def _run(
     trials_per_gpu: int,
     dry_run: bool,
 ) -> None:
-    from flexcnn.agents import RestartPolicy, Supervisor, agent_specs, select_gpus
+    from flexcnn.agents import AgentLog, agent_specs, select_gpus
     from flexcnn.agents.redact import redact_argv
+    from flexcnn.processes import RestartPolicy, Supervisor
 
     # Each GPU id appears once per agent slot; argv builders size thread pools by slot count.
     ids = [gpu for gpu in select_gpus(gpus, cpu=cpu) for _ in range(trials_per_gpu)]
@@ -190,7 +191,8 @@ def _run(
                 f"{shlex.join(redact_argv(spec.argv))}"
             )
         return
-    report = Supervisor(specs, policy=RestartPolicy(max_restarts=max_restarts, delay=restart_delay), grace=grace).run()
+    policy = RestartPolicy(max_restarts=max_restarts, delay=restart_delay)
+    report = Supervisor(specs, policy=policy, grace=grace, hooks=AgentLog()).run()
     for slot in report.failed:
         click.echo(
             f"error: {slot.name} failed {slot.starts} time(s) (exit codes {', '.join(map(str, slot.exit_codes))})",

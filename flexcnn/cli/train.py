@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +15,7 @@ from flexcnn.errors import ConfigError
 
 if TYPE_CHECKING:
     from flexcnn.config import RunConfig
-    from flexcnn.reporters import Reporter
+    from flexcnn.reporters.base import Reporter, RunResult
 
 
 @click.command()
@@ -53,8 +54,8 @@ def train(
     """Train one model from CONFIG (YAML; defaults to the digits demo) and evaluate it."""
     from flexcnn.config import load_config
     from flexcnn.errors import RunFailed
-    from flexcnn.run import run
-    from flexcnn.signals import sigterm_as_interrupt
+    from flexcnn.reporters import ReporterContext, build_reporters
+    from flexcnn.signals import interrupt_exit_code, sigterm_as_interrupt
 
     extra = list(overrides)
     if args_json is not None:
@@ -66,28 +67,59 @@ def train(
             config_path = resume_dir / "config.yaml"
         output_dir = resume_dir
     config = load_config(config_path, extra)
-    reporters = default_reporters(config)
+    resume, requeued = resume_dir is not None, False
+    if resume_dir is None and output_dir is None and os.environ.get("WANDB_SWEEP_ID"):
+        output_dir, resume = _requeued_run_dir(config)
+        requeued = resume
+    # The run folder's files, the console and W&B unless its resolved mode is disabled.
+    reporters = build_reporters(ReporterContext(config))
     try:
-        # SIGTERM (docker stop, wandb agent, schedulers) stops as cleanly as Ctrl-C.
+        # SIGTERM (docker stop, wandb agent --forward-signals, schedulers) stops as cleanly as Ctrl-C.
         with sigterm_as_interrupt():
-            result = run(config, reporters, run_dir=output_dir, resume=resume_dir is not None)
+            result = _run(config, reporters, output_dir, resume=resume, requeued=requeued)
     except RunFailed as exc:
         click.echo(f"error: run failed: {exc}", err=True)
         sys.exit(1)
-    if result.status == "interrupted":
-        sys.exit(130)
+    if result.status == "interrupted" and not result.extra.get("stopped_by_wandb"):
+        # Under a sweep, 128 + the signal: nonzero, so W&B requeues the run marked preempting.
+        # A run W&B stopped itself (early termination) ends like a pruned one, with 0.
+        sys.exit(interrupt_exit_code() if os.environ.get("WANDB_SWEEP_ID") else 130)
 
 
-def default_reporters(config: RunConfig) -> list[Reporter]:
-    """Console, plus W&B unless its resolved mode is disabled (see flexcnn.reporters.wandb.resolve_mode)."""
-    from flexcnn.reporters import ConsoleReporter
-    from flexcnn.reporters.wandb import wandb_reporter_for
+def _requeued_run_dir(config: RunConfig) -> tuple[Path | None, bool]:
+    """Under ``wandb agent``: the folder this W&B run left behind when it was preempted, and whether to resume it.
 
-    reporters: list[Reporter] = [ConsoleReporter(progress=config.logging.progress)]
-    wandb_rep = wandb_reporter_for(config)
-    if wandb_rep is not None:
-        reporters.append(wandb_rep)
-    return reporters
+    W&B hands a requeued run back with the same run id and command line. Its folder is
+    found by run id under logging.output_dir; from another node (no such folder here)
+    the run starts over, and the W&B reporter says so when the server has its history.
+    """
+    from flexcnn.run_folder import find_wandb_run_dir
+
+    run_id = os.environ.get("WANDB_RUN_ID", "")
+    found = find_wandb_run_dir(Path(config.logging.output_dir), run_id) if run_id else None
+    if found is None:
+        return None, False
+    if (found / "last.pt").is_file():
+        click.echo(f"W&B run {run_id} was requeued: resuming {found} from its last.pt", err=True)
+        return found, True
+    click.echo(f"W&B run {run_id} was requeued before its first epoch ended: starting over in {found}", err=True)
+    return found, False
+
+
+def _run(
+    config: RunConfig, reporters: list[Reporter], run_dir: Path | None, *, resume: bool, requeued: bool
+) -> RunResult:
+    """run(); a requeued sweep run whose last.pt cannot be resumed starts over in its folder instead of failing."""
+    from flexcnn.errors import CheckpointError
+    from flexcnn.run import run
+
+    try:
+        return run(config, reporters, run_dir=run_dir, resume=resume)
+    except CheckpointError as exc:
+        if not requeued:
+            raise
+        click.echo(f"cannot resume {run_dir} ({exc}); training from epoch 0", err=True)
+        return run(config, reporters, run_dir=run_dir)
 
 
 # Keys that wandb writes next to parameters in its own config files, never RunConfig fields.
@@ -104,6 +136,8 @@ def _json_overrides(path: Path) -> list[str]:
     Lists stay lists. ``{"value": v}`` wrappers (wandb's config-file format) are
     unwrapped.
     """
+    from flexcnn.overrides import dotted_items
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -116,20 +150,13 @@ def _json_overrides(path: Path) -> list[str]:
             continue
         if isinstance(value, dict) and set(value) == {"value"}:
             value = value["value"]
-        _flatten(str(key), value, flat, path)
+        for dotted, leaf in dotted_items({str(key): value}):
+            if isinstance(leaf, dict):  # what is left of a mapping is an empty one
+                raise ConfigError(f"--args-json {path}: parameter {dotted!r} is an empty mapping")
+            if dotted in flat and flat[dotted] != leaf:
+                raise ConfigError(f"--args-json {path}: {dotted} is given twice, as {flat[dotted]!r} and {leaf!r}")
+            flat[dotted] = leaf
     return [f"{key}={json.dumps(value)}" for key, value in flat.items()]
-
-
-def _flatten(key: str, value: Any, out: dict[str, Any], path: Path) -> None:
-    if isinstance(value, dict):
-        if not value:
-            raise ConfigError(f"--args-json {path}: parameter {key!r} is an empty mapping")
-        for sub, sub_value in value.items():
-            _flatten(f"{key}.{sub}", sub_value, out, path)
-        return
-    if key in out and out[key] != value:
-        raise ConfigError(f"--args-json {path}: {key} is given twice, as {out[key]!r} and {value!r}")
-    out[key] = value
 
 
 @click.command()

@@ -43,8 +43,6 @@ PRESETS: dict[str, AugmentPreset] = {
     "strong": AugmentPreset(shift=1 / 8, rotate_deg=15, scale=(0.8, 1.2), flip=True, brightness=0.2, contrast=0.2),
 }
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _LUMA = (0.299, 0.587, 0.114)
 
 

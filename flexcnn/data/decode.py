@@ -13,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from flexcnn.errors import DataError
+from flexcnn.hardware import loader_workers
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 # Refuse decompression bombs instead of swallowing gigabytes per file.
@@ -64,9 +65,7 @@ def decode_workers(n_files: int) -> int:
     cores it competes with training; a thread pool gained nothing on 64 px
     JPEGs (PIL's per-file Python holds the GIL); see README, "Speed".
     """
-    from flexcnn.data.loaders import default_workers
-
-    workers = default_workers()
+    workers = loader_workers()
     return workers if workers >= 2 and n_files >= PARALLEL_MIN_FILES else 0
 
 

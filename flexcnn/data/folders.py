@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from flexcnn.config import DataConfig
 from flexcnn.data.base import DataSplits, ImageTensors, Split, StreamedImages
 from flexcnn.data.cache import CachedImages, decoded_images, default_cache_dir
 from flexcnn.data.decode import IMAGE_EXTENSIONS, decode_files
 from flexcnn.data.sources import Target, source
 from flexcnn.data.splits import stratified_split
 from flexcnn.errors import DataError
+from flexcnn.sections import DataConfig
 
 log = logging.getLogger(__name__)
 DEFAULT_FOLDER_SIZE = 64  # px, when neither data.image_size nor the model asks for one
@@ -107,8 +109,20 @@ def stream_split(
     return StreamedImages(files, labels, size=size, channels=channels)
 
 
-@source("imagefolder", "a folder with train/ (and optional val/, test/) class subfolders")
+def _example(folder: Path) -> dict[str, Any]:
+    """Three classes of six 20 px images in train/ and val/, read at 16 px."""
+    root = write_image_folder(folder / "images", {"cat": 6, "dog": 6, "owl": 6}, splits=("train", "val"))
+    return {"root": root, "image_size": 16}
+
+
+@source(
+    "imagefolder",
+    "a folder with train/ (and optional val/, test/) class subfolders",
+    needs_root=True,
+    example=_example,
+)
 def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
+    """Class folders under data.root, decoded at data.image_size (else the model's size, else 64 px)."""
     assert cfg.root is not None
     root = Path(cfg.root)
     if root.is_file():
@@ -156,3 +170,26 @@ def load_imagefolder(cfg: DataConfig, target: Target) -> DataSplits:
         keep, out = stratified_split(train.targets, cfg.val_fraction, cfg.split_seed)
         train, val = train.subset(keep), train.subset(out)
     return DataSplits(train, val, test, classes, channels=channels, image_size=size)
+
+
+def write_image_folder(
+    root: Path,
+    classes: dict[str, int],
+    *,
+    size: int = 20,
+    splits: tuple[str, ...] = ("train",),
+    mode: str = "RGB",
+    seed: int = 0,
+) -> Path:
+    """Write ``root/<split>/<class>/<i>.png`` with class-dependent colours (learnable)."""
+    rng = np.random.default_rng(seed)
+    for split in splits:
+        for c, (name, count) in enumerate(classes.items()):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                base = np.full((size, size, 3), 40 + 60 * c, dtype=np.int16)
+                noise = rng.integers(-20, 20, size=(size, size, 3))
+                array = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(array, "RGB").convert(mode).save(folder / f"{i}.png")
+    return root

@@ -8,7 +8,6 @@ read whole batches from its memory map.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from flexcnn.data.base import ImageTensors, Split
+from flexcnn.hardware import loader_workers
 
 Batch = tuple[Tensor, Tensor]
 
@@ -120,7 +120,7 @@ class StreamingLoader:
                 "sampler": BatchSampler(sampler, batch_size, drop_last),
             }
         else:
-            workers = default_workers() if num_workers == "auto" else int(num_workers)
+            workers = loader_workers() if num_workers == "auto" else int(num_workers)
             dataset = _TensorItems(data) if isinstance(data, ImageTensors) else data
             batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last}
         self.loader = DataLoader(
@@ -138,12 +138,6 @@ class StreamingLoader:
     def __iter__(self) -> Iterator[Batch]:
         for images, labels in self.loader:
             yield (images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
-
-
-def default_workers() -> int:
-    """Decoding workers: all cores but one for the training process, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(8, cores - 1))
 
 
 def _order(n: int, shuffle: bool, weights: Tensor | None, generator: torch.Generator | None) -> Tensor:

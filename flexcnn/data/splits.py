@@ -7,7 +7,9 @@ import math
 import numpy as np
 import torch
 
+from flexcnn.data.base import DataSplits, ImageTensors
 from flexcnn.errors import DataError
+from flexcnn.sections import DataConfig
 
 
 def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,6 +26,26 @@ def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
     held = min(max(math.ceil(fraction * n), classes), n - classes)
     keep, out = _stratified_shuffle_split(labels.numpy(), held, seed)
     return torch.from_numpy(keep).sort().values, torch.from_numpy(out).sort().values
+
+
+def split_tensors(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: DataConfig,
+    classes: list[str],
+    *,
+    test: ImageTensors | None = None,
+) -> DataSplits:
+    """Carve validation (and, when the source has no test split, test) out of one tensor set."""
+    full = ImageTensors(images, labels)
+    if test is None:
+        rest, held = stratified_split(labels, cfg.test_fraction, cfg.split_seed)
+        test = full.subset(held)
+        full = full.subset(rest)
+    keep, val = stratified_split(full.labels, cfg.val_fraction, cfg.split_seed + 1)
+    return DataSplits(
+        full.subset(keep), full.subset(val), test, classes, channels=images.shape[1], image_size=images.shape[-1]
+    )
 
 
 # scikit-learn's train_test_split(stratify=...) (StratifiedShuffleSplit, BSD-3-Clause), step for step and

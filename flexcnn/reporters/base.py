@@ -1,17 +1,16 @@
-"""The Reporter protocol: how a run tells the outside world what happened.
+"""The reporter contract: how a run tells the outside world what happened.
 
-The training loop calls ``on_start`` once, ``on_epoch`` after every epoch and
-``on_end`` once with the result, also when the run was stopped or failed. A
-reporter that wants the run to stop early (Optuna pruning) raises
-``StopRun`` from ``on_epoch``; run() then finishes cleanly and returns a
-result whose status says why.
+``Reporter`` is the base every reporter subclasses; its docstring gives the hook
+order. ``RunInfo`` is what a reporter learns at the start, ``RunResult`` what it
+learns at the end, and ``StopRun`` how it ends a run early (status pruned or
+interrupted); run() then finishes cleanly and returns a result whose status says why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +41,7 @@ class RunInfo:
     val_size: int
     test_size: int
     start_epoch: int = 0  # > 0 when resumed
+    history: list[dict[str, float]] = field(default_factory=list)  # metrics of the epochs before start_epoch
 
 
 @dataclass
@@ -80,15 +80,34 @@ class RunResult:
         return self.status in ("completed", "early_stopped")
 
 
-@runtime_checkable
-class Reporter(Protocol):
-    def on_start(self, info: RunInfo) -> None: ...
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
-    def on_end(self, result: RunResult) -> None: ...
+class Reporter:
+    """The one contract between a run and the outside world: console, files, W&B, Optuna, yours.
 
+    Subclass it and override the hooks you need; the others do nothing. run() calls,
+    for every reporter, in this order (tests/contracts/test_reporters.py checks it
+    for every registered reporter):
 
-class BaseReporter:
-    """No-op defaults, plus optional per-batch progress hooks."""
+    - ``on_start(info)`` once, before the first epoch;
+    - for each epoch: ``on_epoch_start(epoch, batches)``, ``on_batch(images)`` after
+      every training batch, then ``on_epoch(epoch, metrics)`` once the epoch is
+      validated (``epoch`` is 0-based; ``metrics["epoch"]`` counts from 1). An
+      epoch cut short (Ctrl-C, a NaN loss) gets no ``on_epoch``;
+    - ``on_end(result)`` exactly once, whatever the outcome: completed,
+      early_stopped, pruned, interrupted or failed (``result.status``).
+
+    ``on_epoch`` brackets the epoch's checkpoint. Reporters with
+    ``keeps_record = True`` (the run folder's metrics.jsonl) hear first, before
+    last.pt is written, so the record never lags the checkpoint a resume starts
+    from: a kill in between re-runs the epoch rather than leaving a hole. The
+    others hear once the checkpoint is on disk. Any of them may end the run by
+    raising ``StopRun`` from ``on_epoch`` (Optuna pruning does); the run stops once
+    every reporter has seen that epoch. Record keepers also hear every other hook
+    first, and a run always has one: run() adds ``FilesReporter`` when it is given none.
+
+    Keep ``on_batch`` cheap: it runs inside the training loop.
+    """
+
+    keeps_record: ClassVar[bool] = False
 
     def on_start(self, info: RunInfo) -> None:
         pass

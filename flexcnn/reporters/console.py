@@ -6,10 +6,10 @@ import sys
 import time
 from typing import TextIO
 
-from flexcnn.reporters.base import BaseReporter, RunInfo, RunResult
+from flexcnn.reporters.base import Reporter, RunInfo, RunResult
 
 
-class ConsoleReporter(BaseReporter):
+class ConsoleReporter(Reporter):
     """One line per epoch, a progress bar within epochs on a terminal, and a summary."""
 
     def __init__(self, stream: TextIO | None = None, progress: bool = True) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from flexcnn.reporters.base import BaseReporter, RunInfo, StopRun
+from flexcnn.reporters.base import Reporter, RunInfo, StopRun
 
 if TYPE_CHECKING:
     import optuna
 
 
-class OptunaPruningReporter(BaseReporter):
+class OptunaPruningReporter(Reporter):
     """Reports ``metric`` at step ``epoch`` (1-based) and stops the run when the pruner says so."""
 
     def __init__(self, trial: optuna.trial.Trial, metric: str) -> None:

@@ -12,7 +12,7 @@ RDB storages get heartbeats: a trial whose worker stops beating for
 ``grace`` seconds is marked FAIL and re-queued (RetryHeartbeatStaleTrialCallback),
 so a killed worker's trial runs again. The journal has no heartbeats; workers on
 one machine instead check whether the process that owns a RUNNING trial is
-still alive (``flexcnn.search.workers``).
+still alive (``flexcnn.search.reaping``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,24 @@ PATIENCE_SECONDS = 300.0
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # A retried trial that keeps dying (a config that always OOMs) is not retried forever.
 MAX_RETRIES = 3
-FORMS = "a journal file (PATH.log, PATH.journal or journal:PATH), sqlite:///PATH or postgresql://USER@HOST/DB"
+
+
+@dataclass(frozen=True)
+class StorageKind:
+    """A kind of storage flexcnn supports: its name (:attr:`StorageSpec.family`) and how a URL of it looks."""
+
+    name: str
+    forms: str
+
+
+# Every kind that messages offer and the storage contract suite (tests/contracts/test_storages.py)
+# runs against. A new kind goes here, in parse_storage and open_storage, and gets a fixture there.
+STORAGE_KINDS = (
+    StorageKind("journal", "a journal file (PATH.log, PATH.journal or journal:PATH)"),
+    StorageKind("sqlite", "sqlite:///PATH"),
+    StorageKind("postgresql", "postgresql://USER@HOST/DB"),
+)
+FORMS = ", ".join(kind.forms for kind in STORAGE_KINDS[:-1]) + f" or {STORAGE_KINDS[-1].forms}"
 
 
 class StorageError(UserError):
@@ -57,8 +74,17 @@ class StorageSpec:
     display: str  # safe to print: passwords masked
 
     @property
+    def family(self) -> str:
+        """``journal``, or the database an RDB URL names (``sqlite``, ``postgresql``, ``mysql``)."""
+        return "journal" if self.kind == "journal" else self.url.split("://", 1)[0].split("+", 1)[0]
+
+    @property
     def has_heartbeat(self) -> bool:
         return self.kind == "rdb"
+
+    def describe(self) -> str:
+        """What the storage is, for a message: ``journal file PATH`` or the URL with its password masked."""
+        return self.display if self.kind == "rdb" else f"journal file {self.url}"
 
     def dashboard_command(self) -> str:
         """How to open optuna-dashboard on this storage."""
