@@ -4,12 +4,11 @@ Any Optuna sampler and pruner plug in through ``optuna_strategy``; a sweep file'
 (flexcnn's ``make_sampler``/``make_pruner``, whatever they build at the time) through
 ``flexcnn_strategy``, so a later change of flexcnn's defaults is measured by the same code.
 
-Seeds: the Optuna strategies give worker ``k`` of seed ``s`` the k-th child of
-``SeedSequence(s)``, so no two workers, and no two seeds, share a random stream. The flexcnn
-strategy reproduces what ``flexcnn optuna run --seed S`` does today (worker k samples with
-seed ``S + k``), with study seeds ``S = 1000 * s`` so that seed s's worker 1 is not seed s+1's
-worker 0 (the stream sharing the issue found would otherwise correlate neighbouring seeds and
-make 200 seeds count for fewer).
+Seeds: every strategy gives worker ``k`` of seed ``s`` the k-th child of ``SeedSequence(s)``,
+so no two workers, and no two seeds, share a random stream. For the flexcnn strategies that is
+what ``flexcnn optuna run --seed s`` does itself (flexcnn.search.samplers.worker_seed); before,
+its worker k sampled with ``s + k``, which would have correlated neighbouring seeds and made
+200 seeds count for fewer.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from bench.searchsim.engines import Engine, OptunaEngine, WandbBridge, WandbEngine
 from bench.searchsim.space import EPOCHS, bench_sweep, search_space, sweep_raw
+from flexcnn.search.samplers import worker_seed
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -46,8 +44,8 @@ class Strategy:
 
 
 def worker_seeds(seed: int, workers: int) -> list[int]:
-    """One independent 32-bit seed per worker, from one SeedSequence per study seed."""
-    return [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(workers)]
+    """One independent 32-bit seed per worker, from one SeedSequence per study seed (as flexcnn's workers)."""
+    return [worker_seed(seed, k) for k in range(workers)]
 
 
 def optuna_strategy(
@@ -73,12 +71,10 @@ def flexcnn_strategy(
     pruner: str | None = None,
     *,
     pruner_factory: Callable[[], BasePruner] | None = None,
-    seed_sequence: bool = False,
 ) -> Strategy:
-    """What ``flexcnn optuna run sweeps/flexcnn.yaml [--sampler S] [--pruner P]`` builds (plan_study).
+    """What ``flexcnn optuna run sweeps/flexcnn.yaml --seed S [--sampler S] [--pruner P]`` builds (plan_study).
 
-    ``pruner_factory`` replaces the pruner with any Optuna pruner (a candidate default);
-    ``seed_sequence`` seeds worker k from ``SeedSequence(seed)`` instead of today's ``seed + k``.
+    ``pruner_factory`` replaces the pruner with any Optuna pruner (a candidate default).
     """
     from flexcnn.search.study import plan_study
 
@@ -87,20 +83,13 @@ def flexcnn_strategy(
     # The built objects' reprs carry their parameters (TPE's startup trials, hyperband's bounds):
     # if flexcnn's defaults change, the cache key changes with them.
     spec = f"{plan.settings.sampler}/{plan.settings.pruner}/{plan.settings.n_trials}/{plan.sweep.early_terminate}"
-    spec += "|" + _describe(plan.sampler(seed=0)) + "|" + _describe(make_pruner()) + f"|ss={seed_sequence}"
+    spec += "|" + _describe(plan.sampler(seed=0)) + "|" + _describe(make_pruner()) + "|seeds=SeedSequence.spawn"
 
     def build(seed: int, workers: int, _: Any) -> Engine:
-        if seed_sequence:
-            seeds = worker_seeds(seed, workers)
-
-            def sampler_for(w: int) -> BaseSampler:
-                return plan.sampler(seed=seeds[w], worker_index=0)
-        else:
-
-            def sampler_for(w: int) -> BaseSampler:
-                return plan.sampler(seed=1000 * seed, worker_index=w)
-
-        return OptunaEngine(plan.space, workers, sampler_for, lambda w: make_pruner())
+        # Worker w's sampler as `flexcnn optuna worker --seed seed --worker-index w` builds it.
+        return OptunaEngine(
+            plan.space, workers, lambda w: plan.sampler(seed=seed, worker_index=w), lambda w: make_pruner()
+        )
 
     return Strategy(name, label, spec, build)
 
@@ -109,6 +98,8 @@ def _describe(obj: Any) -> str:
     """A class name and its public-ish settings, stable across runs (no addresses, no RNG state)."""
     fields = {k: v for k, v in sorted(vars(obj).items()) if not k.startswith("_rng") and _plain(v)}
     text = f"{type(obj).__name__}{json.dumps(fields, sort_keys=True, default=str)}"
+    if hasattr(obj, "rule"):  # flexcnn's W&B hyperband pruner: its brackets live in a dataclass
+        text += repr(obj.rule)
     return re.sub(r" at 0x[0-9a-f]+", "", text)  # a function's repr names its address
 
 
@@ -179,13 +170,11 @@ def candidates() -> list[Strategy]:
             "cand-sha3",
             "candidate: TPE + SuccessiveHalving(1, 3)",
             pruner_factory=lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-            seed_sequence=True,
         ),
         flexcnn_strategy(
             "cand-median",
             "candidate: TPE + Median(5 trials, from epoch 2)",
             pruner_factory=lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-            seed_sequence=True,
         ),
     ]
 
