@@ -155,6 +155,7 @@ def strategies() -> list[Strategy]:
         optuna_strategy("tpe-sha", "Optuna TPE + SuccessiveHalving(1, 4)", tpe, sha, "TPE()|SHA(1,4)"),
         optuna_strategy("random-sha", "Optuna random + SuccessiveHalving = ASHA", rnd, sha, "Random|SHA(1,4)"),
         flexcnn_strategy("flexcnn", "flexcnn default (optuna run sweeps/flexcnn.yaml)"),
+        flexcnn_strategy("flexcnn-asha", "flexcnn --pruner asha (TPE + SuccessiveHalving(1, 4))", pruner="asha"),
     ]
 
 
