@@ -457,3 +457,28 @@ def test_worker_sampler_seeds_come_from_one_seed_sequence() -> None:
     assert first_draws(1, 1) != first_draws(2, 0)  # the stream sharing the issue found
     assert first_draws(1, 0) != first_draws(1, 1)
     assert first_draws(1, 1) == first_draws(1, 1)
+
+
+def test_no_trial_is_pruned_after_its_last_epoch(tmp_path: Path) -> None:
+    """The last epoch's value is reported for the others to be judged by, but the finished trial is kept."""
+    from flexcnn.config import load_config
+    from flexcnn.reporters.base import RunInfo, StopRun
+    from flexcnn.reporters.optuna import OptunaPruningReporter
+
+    class PruneEverything(optuna.pruners.BasePruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            return True
+
+    study = optuna.create_study(direction="maximize", pruner=PruneEverything())
+    config = load_config(None, ["data.source=digits", "train.epochs=3"])
+    info = RunInfo(config, tmp_path, ["0", "1"], {"trainable": 1}, "cpu", 1, 1, 1)
+    reporter = OptunaPruningReporter(study.ask(), "val/acc")
+    reporter.on_start(info)
+    with pytest.raises(StopRun):
+        reporter.on_epoch(1, {"val/acc": 0.5})  # epoch 2 of 3: pruned
+    assert reporter.pruned_at == 2
+
+    last = OptunaPruningReporter(study.ask(), "val/acc")
+    last.on_start(info)
+    last.on_epoch(2, {"val/acc": 0.6})  # epoch 3 of 3: reported, not pruned
+    assert last.pruned_at is None and last.trial.study.trials[1].intermediate_values == {3: 0.6}

@@ -25,9 +25,11 @@ class OptunaPruningReporter(Reporter):
         self.trial = trial
         self.metric = metric
         self.pruned_at: int | None = None
+        self.epochs: int | None = None  # the run's planned epochs, known from on_start
 
     def on_start(self, info: RunInfo) -> None:
         self.pruned_at = None
+        self.epochs = info.config.train.epochs
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         value = metrics.get(self.metric)
@@ -43,6 +45,8 @@ class OptunaPruningReporter(Reporter):
         except UpdateFinishedTrialError:
             # Another worker declared this trial dead (missed heartbeats) and queued a copy: stop, it takes over.
             raise StopRun("interrupted", f"trial was ended elsewhere (missed heartbeats) at epoch {step}") from None
-        if self.trial.should_prune():
+        # After the last epoch the training is paid for and only the test evaluation is left: the value is
+        # reported (other trials are judged against it) but the trial is not pruned; it ends COMPLETE.
+        if (self.epochs is None or step < self.epochs) and self.trial.should_prune():
             self.pruned_at = step
             raise StopRun("pruned", f"pruned by Optuna at epoch {step} ({self.metric} {value:.4f})")
