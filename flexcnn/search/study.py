@@ -24,6 +24,7 @@ from flexcnn.overrides import apply_overrides
 from flexcnn.search.pruners import make_pruner, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
 from flexcnn.search.space import SearchSpace, build_space, format_value
+from flexcnn.search.storage import storage_lock
 from flexcnn.search.sweep_file import SweepSpec
 
 if TYPE_CHECKING:
@@ -210,22 +211,25 @@ def open_study(
     """Create the study or join it; refuse a study whose stored search space or metric differ.
 
     ``update_budget`` stores this plan's trial budget in an existing study (a
-    ``run`` with a larger ``--n-trials`` extends the study).
+    ``run`` with a larger ``--n-trials`` extends the study). Workers that start
+    together take turns (:func:`~flexcnn.search.storage.storage_lock`): the first
+    creates the study with its settings, the others find both.
     """
     import optuna
 
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction=plan.settings.direction,
-        sampler=plan.sampler(seed=seed, worker_index=worker_index),
-        pruner=plan.pruner(),
-        load_if_exists=True,
-    )
-    stored = StudySettings.from_attr(study.user_attrs.get(ATTR))
-    if stored is None:
-        study.set_user_attr(ATTR, plan.settings.to_attr())
-        return study
+    with storage_lock(storage, f"study:{name}"):
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction=plan.settings.direction,
+            sampler=plan.sampler(seed=seed, worker_index=worker_index),
+            pruner=plan.pruner(),
+            load_if_exists=True,
+        )
+        stored = StudySettings.from_attr(study.user_attrs.get(ATTR))
+        if stored is None:
+            study.set_user_attr(ATTR, plan.settings.to_attr())
+            return study
     check_compatible(name, stored, plan.settings, study.direction.name.lower())
     if update_budget and stored.n_trials != plan.settings.n_trials:
         study.set_user_attr(ATTR, {**stored.to_attr(), "n_trials": plan.settings.n_trials})
