@@ -19,10 +19,14 @@ $(CURDIR)/.tools/bin/uv:
 setup: .venv/.synced
 
 # A small Optuna study on the embedded digits set: 2 workers, TPE + hyperband pruning, every
-# trial an offline W&B run (runs/<study>/trial-N/wandb), ending with the leaderboard.
+# trial an offline W&B run (runs/<study>/trial-N/wandb), ending with the leaderboard and the
+# study's HTML report (runs/<study>/report.html, written even when some trials failed).
 demo: setup
-	$(UV) run --frozen flexcnn optuna run sweeps/demo.yaml --study demo-$$(date +%Y%m%d-%H%M%S) \
-		--storage runs/optuna-demo.log --workers 2 --wandb-mode offline
+	study=demo-$$(date +%Y%m%d-%H%M%S); status=0; \
+	$(UV) run --frozen flexcnn optuna run sweeps/demo.yaml --study $$study \
+		--storage runs/optuna-demo.log --workers 2 --wandb-mode offline || status=$$?; \
+	$(UV) run --frozen flexcnn report --storage runs/optuna-demo.log --study $$study || status=$$?; \
+	exit $$status
 
 test: setup
 	$(UV) run --frozen ruff check .

@@ -29,6 +29,7 @@ from flexcnn.reporters.base import Reporter, RunInfo, RunResult, StopRun
 from flexcnn.reporters.broadcast import Broadcast
 from flexcnn.reporters.files import FilesReporter, read_metrics
 from flexcnn.run_folder import check_output_dir, claim_run_dir, clear_stale_temps
+from flexcnn.signals import interrupts_deferred
 from flexcnn.training import Training, class_weights, make_train_loader
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,13 @@ def fit(training: Training, sinks: Broadcast, run_dir: Path, history: list[dict[
             training.begin_epoch(epoch)
             sinks.on_epoch_start(epoch, training.batches_per_epoch)
             metrics = training.train_epoch(epoch, sinks.on_batch)
-            history.append({"epoch": epoch + 1, **metrics})
             # The record before last.pt, the others after it (see Reporter): a StopRun waits for both.
-            stopped = sinks.record_epoch(epoch, metrics)
-            _save_checkpoints(training, run_dir, epoch, metrics)
-            stopped = sinks.report_epoch(epoch, metrics) or stopped
+            # A SIGTERM waits for all three, so last.pt and the W&B history a resume continues hold the same epochs.
+            with interrupts_deferred():
+                history.append({"epoch": epoch + 1, **metrics})
+                stopped = sinks.record_epoch(epoch, metrics)
+                _save_checkpoints(training, run_dir, epoch, metrics)
+                stopped = sinks.report_epoch(epoch, metrics) or stopped
             if stopped is not None:
                 return Ending(stopped.status, stopped.reason)
             if training.tracker.should_stop:

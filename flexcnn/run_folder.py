@@ -33,6 +33,25 @@ def new_run_dir(config: RunConfig) -> Path:
     raise UserError(f"too many runs named {name!r} under {root}; set logging.run_name")
 
 
+def find_wandb_run_dir(root: Path, run_id: str) -> Path | None:
+    """The run folder under ``root`` that logged W&B run ``run_id`` (its ``wandb-run-id`` file), or None.
+
+    A requeued sweep run gets the same run id and the same command line; this is how
+    it finds the folder, and the last.pt, its preempted attempt left behind. When
+    several match (a run restarted from scratch in a copy), the one with last.pt
+    written most recently wins.
+    """
+    found = []
+    for id_file in sorted(Path(root).glob("*/wandb-run-id")):
+        try:
+            if id_file.read_text().strip() == run_id:
+                last = id_file.parent / "last.pt"
+                found.append((last.stat().st_mtime if last.is_file() else 0.0, id_file.parent))
+        except OSError:
+            continue  # a folder being written or removed by another agent
+    return max(found)[1] if found else None
+
+
 def claim_run_dir(run_dir: Path | str | None, config: RunConfig) -> Path:
     """``run_dir``, or a new folder named after the run; either way writable, or a UserError."""
     out = Path(run_dir) if run_dir is not None else new_run_dir(config)

@@ -9,7 +9,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.conftest import REPO
+
+# A tiny study base config: 2-block CNN, 2 epochs on (part of) digits, no W&B.
+STUDY_BASE: dict[str, Any] = {
+    "model": {"kind": "flexible_cnn", "num_filters": [8, 16], "dense_units": [32]},
+    "data": {"source": "digits", "augment": "none", "hflip": False, "batch_size": 64, "limit": 400},
+    "optim": {"name": "adam", "lr": 0.003, "scheduler": "none"},
+    "train": {"epochs": 2, "seed": 0},
+    "logging": {"progress": False, "wandb": {"mode": "disabled", "num_samples": 0}},
+}
+
+
+def write_sweep(folder: Path, parameters: dict[str, Any], *, base: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """A sweep file and its base config (``STUDY_BASE`` by default) in ``folder``; trial folders go to folder/runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tree = json.loads(json.dumps(base or STUDY_BASE))
+    tree["logging"]["output_dir"] = str(folder / "runs")
+    (folder / "base.yaml").write_text(yaml.safe_dump(tree))
+    sweep = {
+        "program": "flexcnn",
+        "command": ["flexcnn", "train", "base.yaml", "--args-json", "${args_json_file}"],
+        "method": "random",
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "parameters": parameters,
+        **extra,
+    }
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
 
 
 def flexcnn_cli(

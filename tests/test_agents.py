@@ -190,8 +190,10 @@ def test_child_commands_follow_the_contracts() -> None:
         "--n-trials", "7", "--threads", "2",
     ]  # fmt: skip
     assert optuna_worker_argv("s.yaml", study=None, storage=None)[1:] == ["-m", "flexcnn", "optuna", "worker", "s.yaml"]
-    assert wandb_agent_argv("e/p/abc123", count=2)[1:] == ["-m", "wandb", "agent", "--count", "2", "e/p/abc123"]
-    assert wandb_agent_argv("abc123", count=None)[1:] == ["-m", "wandb", "agent", "abc123"]
+    # --forward-signals: the agent's runs are in process groups of their own; only the agent can reach them.
+    agent = ["-m", "wandb", "agent", "--forward-signals"]
+    assert wandb_agent_argv("e/p/abc123", count=2)[1:] == [*agent, "--count", "2", "e/p/abc123"]
+    assert wandb_agent_argv("abc123", count=None)[1:] == [*agent, "abc123"]
 
 
 def test_workers_share_the_cpus_instead_of_each_taking_all() -> None:
@@ -205,7 +207,7 @@ def test_wandb_agent_command_is_what_wandb_accepts() -> None:
     argv = wandb_agent_argv("abc123", count=2)
     out = subprocess.run([*argv[:-1], "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "--count" in out.stdout
+    assert "--count" in out.stdout and "--forward-signals" in out.stdout
 
 
 def test_each_child_is_pinned_to_its_gpu(tmp_path: Path) -> None:
@@ -371,7 +373,7 @@ def test_dry_run_shows_the_commands_without_secrets() -> None:
     lines = out.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == ["gpu0", "gpu1"]
     assert "CUDA_VISIBLE_DEVICES=1 " in lines[1]
-    assert lines[0].endswith("-m wandb agent --count 2 ent/proj/abc123")
+    assert lines[0].endswith("-m wandb agent --forward-signals --count 2 ent/proj/abc123")
 
     sweep = REPO / "configs" / "demo-digits.yaml"  # any existing file: a dry run does not read it
     out = run_agent(

@@ -31,7 +31,7 @@ from tests.conftest import TINY
 from tests.helpers import flexcnn_cli
 
 # Files that could pass for a result of a run that never happened.
-RESULT_FILES = {"summary.json", "best.pt", "last.pt", "metrics.jsonl", "per_class.json", "confusion.png"}
+RESULT_FILES = {"summary.json", "best.pt", "last.pt", "metrics.jsonl", "per_class.json", "confusion.png", "roc.json"}
 # Appended to every `train` case: tiny, quiet, and writing under the case's own folder.
 TRAIN = "--set logging.output_dir={runs} --set logging.progress=false --set train.epochs=1 " + " ".join(
     f"--set {o}" for o in TINY if not o.startswith(("train.epochs", "logging.progress", "data.source"))

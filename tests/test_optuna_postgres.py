@@ -16,13 +16,13 @@ import pytest
 from optuna.trial import TrialState
 
 from flexcnn.search.storage import with_driver
+from tests.helpers import write_sweep
 from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
 from tests.test_optuna_study import (
     assert_sound,
     flexcnn_cmd,
     kill_a_worker_mid_trial_then_check_the_retry,
     load,
-    write_sweep,
 )
 
 pytestmark = pytest.mark.postgres

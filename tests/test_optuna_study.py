@@ -33,35 +33,7 @@ from flexcnn.search.samplers import make_sampler
 from flexcnn.search.space import build_space
 from flexcnn.search.storage import open_storage, parse_storage
 from flexcnn.search.workers import WorkerOptions, install_stop_handlers, run_worker
-from tests.helpers import offline_run_dir, read_offline_run
-
-BASE = {
-    "model": {"kind": "flexible_cnn", "num_filters": [8, 16], "dense_units": [32]},
-    "data": {"source": "digits", "augment": "none", "hflip": False, "batch_size": 64, "limit": 400},
-    "optim": {"name": "adam", "lr": 0.003, "scheduler": "none"},
-    "train": {"epochs": 2, "seed": 0},
-    "logging": {"progress": False, "wandb": {"mode": "disabled", "num_samples": 0}},
-}
-
-
-def write_sweep(folder: Path, parameters: dict[str, Any], **extra: Any) -> Path:
-    """A sweep file and its base config in ``folder``; trial folders go to folder/runs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = json.loads(json.dumps(BASE))
-    base["logging"]["output_dir"] = str(folder / "runs")
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {
-        "program": "flexcnn",
-        "command": ["flexcnn", "train", "base.yaml", "--args-json", "${args_json_file}"],
-        "method": "random",
-        "metric": {"name": "val/acc", "goal": "maximize"},
-        "parameters": parameters,
-        **extra,
-    }
-    path = folder / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return path
-
+from tests.helpers import offline_run_dir, read_offline_run, write_sweep
 
 _STORAGES: dict[str, Any] = {}
 

@@ -48,6 +48,7 @@ def test_run_writes_a_reproducible_folder(tmp_path: Path) -> None:
         "summary.json",
         "per_class.json",
         "confusion.png",
+        "roc.json",
         "best.pt",
         "last.pt",
     ):

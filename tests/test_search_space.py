@@ -26,6 +26,7 @@ from flexcnn.search.space import build_space
 from flexcnn.search.storage import mask_password, parse_storage
 from flexcnn.search.study import plan_study
 from flexcnn.search.sweep_file import load_sweep, parse_sweep
+from flexcnn.search.wandb_hyperband import WandbHyperbandPruner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -244,15 +245,27 @@ def test_grid_workers_share_one_grid_order() -> None:
 def test_hyperband_from_early_terminate() -> None:
     early = {"type": "hyperband", "min_iter": 2, "max_iter": 9, "eta": 3}
     assert pruner_name(early) == "hyperband" and pruner_name(None) == "none"
-    pruner = make_pruner("hyperband", early, max_epochs=20)
+    # The sweep file's hyperband is W&B's own rule (tests/test_wandb_hyperband_parity.py checks its decisions).
+    pruner = make_pruner("hyperband", {"type": "hyperband", "min_iter": 2, "eta": 3}, max_epochs=20)
+    assert isinstance(pruner, WandbHyperbandPruner) and pruner.rule.bands[:4] == (2, 6, 18, 54)
+    assert pruner.rule.strict  # W&B's schema default, though its docs say false
+    # max_iter wins over min_iter, as in W&B's code, and needs s
+    with pytest.raises(ConfigError, match="max_iter needs s"):
+        make_pruner("hyperband", early, max_epochs=20)
+    assert make_pruner("hyperband", {**early, "s": 2}, max_epochs=20).rule.bands == (1, 3)
+
+
+def test_optuna_hyperband_keeps_the_old_mapping() -> None:
+    early = {"type": "hyperband", "min_iter": 2, "max_iter": 9, "eta": 3}
+    pruner = make_pruner("optuna-hyperband", early, max_epochs=20)
     assert isinstance(pruner, optuna.pruners.HyperbandPruner)
     assert (pruner._min_resource, pruner._max_resource, pruner._reduction_factor) == (2, 9, 3)
     # max_iter defaults to the epochs of a trial
-    assert make_pruner("hyperband", {"type": "hyperband", "min_iter": 1}, max_epochs=6)._max_resource == 6
+    assert make_pruner("optuna-hyperband", {"type": "hyperband", "min_iter": 1}, max_epochs=6)._max_resource == 6
     # W&B's alternative form: max_iter and s give min_iter = max_iter / eta**s
     assert min_epochs({"type": "hyperband", "max_iter": 27, "s": 2, "eta": 3}) == 3
     with pytest.raises(ConfigError, match="min_iter"):
-        make_pruner("hyperband", {"type": "hyperband", "min_iter": 5}, max_epochs=5)
+        make_pruner("optuna-hyperband", {"type": "hyperband", "min_iter": 5}, max_epochs=5)
 
 
 @pytest.mark.parametrize(
@@ -302,6 +315,33 @@ def test_base_config_is_found_in_the_command(tmp_path: Path, monkeypatch: pytest
         load_sweep(_write(tmp_path / "u.yaml", _sweep(command=["flexcnn", "train", "missing.yaml"])))
 
 
+def test_base_config_is_found_above_the_sweep_file_from_any_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "configs").mkdir()
+    (repo / "configs" / "x.yaml").write_text("train: {epochs: 2}\n")
+    (repo / "sweeps" / "deep").mkdir(parents=True)
+    sweep = _write(repo / "sweeps" / "deep" / "s.yaml", _sweep(command=["flexcnn", "train", "configs/x.yaml"]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert load_sweep(sweep).base_config == repo / "configs" / "x.yaml"
+    # The working folder still comes first (where `wandb agent` runs the command).
+    (elsewhere / "configs").mkdir()
+    (elsewhere / "configs" / "x.yaml").write_text("train: {epochs: 3}\n")
+    assert load_sweep(sweep).base_config == Path("configs/x.yaml")
+    # Not found: every place tried is named, up to the repository root and no further.
+    missing = _write(repo / "sweeps" / "deep" / "m.yaml", _sweep(command=["flexcnn", "train", "configs/none.yaml"]))
+    with pytest.raises(ConfigError) as err:
+        load_sweep(missing)
+    message = str(err.value)
+    for place in (elsewhere, repo / "sweeps" / "deep", repo / "sweeps", repo):
+        assert str(place / "configs" / "none.yaml") in message
+    assert str(tmp_path / "configs" / "none.yaml") not in message
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -309,7 +349,12 @@ def test_base_config_is_found_in_the_command(tmp_path: Path, monkeypatch: pytest
         ({"metric": {"name": "val/acc", "goal": "minimize"}}, "contradicts"),
         ({"metric": {"name": "val/acc"}}, "contradicts"),  # W&B's default goal is minimize
         ({"method": "hyperopt"}, "method must be one of"),
-        ({"controller": {"type": "local"}}, "unknown key(s) controller"),
+        ({"scheduler": {"engine": "wandb"}}, "unknown key(s) scheduler"),
+        ({"controller": {"type": "remote"}}, "controller must be a mapping with type: cloud"),
+        ({"metrics": [{"name": "val/acc"}, {"name": "val/loss"}]}, "controller.objectives"),
+        ({"controller": {"type": "cloud", "objectives": ["test/acc"]}}, "unknown objective 'test/acc'"),
+        ({"controller": {"type": "cloud", "objectives": ["params:maximize"]}}, "wrong way round"),
+        ({"controller": {"type": "cloud", "objectives": ["val/loss"]}}, "exactly one of"),
         ({"early_terminate": {"type": "envelope"}}, "hyperband"),
         ({"run_cap": 0}, "run_cap"),
     ],

@@ -18,8 +18,14 @@ from flexcnn.secret_files import resolve_secret_files
 
 
 def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
-    """The ``wandb agent`` command line one W&B agent runs."""
-    argv = [sys.executable, "-m", "wandb", "agent"]
+    """The ``wandb agent`` command line one W&B agent runs.
+
+    ``--forward-signals``: wandb starts each run in a process group of its own, so
+    the SIGTERM (and SIGINT) the supervisor sends the agent reaches ``flexcnn train``
+    only when the agent forwards it; the run then checkpoints, marks itself
+    preempting and W&B requeues it.
+    """
+    argv = [sys.executable, "-m", "wandb", "agent", "--forward-signals"]
     if count is not None:
         argv += ["--count", str(count)]
     return [*argv, sweep_id]

@@ -21,13 +21,15 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from flexcnn.cli import inspect, train
+    from flexcnn.cli import inspect, predict, report, train
 
     cli.add_command(train.train)
     cli.add_command(train.evaluate)
+    cli.add_command(predict.predict)
     cli.add_command(inspect.models)
     cli.add_command(inspect.datasets)
     cli.add_command(inspect.config)
+    cli.add_command(report.report)
     for module_name, attr in (("flexcnn.cli.optuna", "optuna_group"), ("flexcnn.cli.agent", "agent_group")):
         try:
             module = __import__(module_name, fromlist=[attr])

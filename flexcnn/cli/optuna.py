@@ -9,11 +9,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from flexcnn.search.pruners import PRUNERS
 from flexcnn.search.samplers import SAMPLERS
 
 if TYPE_CHECKING:
     import optuna
 
+    from flexcnn.search.artifacts import ArtifactTarget
+    from flexcnn.search.storage import StorageSpec
     from flexcnn.search.workers import WorkerOptions
 
 STORAGE_HELP = (
@@ -25,6 +28,20 @@ STORAGE_HELP = (
 sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
 study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
 storage_option = click.option("--storage", metavar="URL", envvar="FLEXCNN_STORAGE", help=STORAGE_HELP)
+ARTIFACTS_HELP = (
+    "Where trials' confusion.png and best.pt go as Optuna artifacts, for optuna-dashboard: a folder, "
+    "s3://BUCKET (needs boto3) or none (default: STORAGE_FILE-artifacts/ next to a journal or SQLite file)."
+)
+objective_option = click.option(
+    "--objective",
+    "objectives",
+    multiple=True,
+    metavar="NAME[:GOAL]",
+    help="Repeat for a multi-objective study (replaces metric and controller.objectives): "
+    "val/acc|val/loss|val/f1_macro, params (trainable), params/total, latency_ms; e.g. "
+    "--objective val/acc:maximize --objective params:minimize.",
+)
+artifacts_option = click.option("--artifacts", metavar="DIR|s3://BUCKET|none", help=ARTIFACTS_HELP)
 
 
 def _trial_options(func):  # type: ignore[no-untyped-def]
@@ -44,8 +61,9 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
         ),
         click.option(
             "--pruner",
-            type=click.Choice(["median", "percentile", "successive_halving", "hyperband", "none"]),
-            help="Override the pruner (default: hyperband when early_terminate is set, else none).",
+            type=click.Choice(PRUNERS),
+            help="Override the pruner (default: hyperband, W&B's rule, when early_terminate is set, else none; "
+            "optuna-hyperband is Optuna's HyperbandPruner).",
         ),
         click.option(
             "--wandb-mode",
@@ -76,6 +94,8 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
             type=click.Path(file_okay=False, path_type=Path),
             help="Trial folders go in OUTPUT_DIR/<study>/trial-<n> (default: the config's logging.output_dir).",
         ),
+        objective_option,
+        artifacts_option,
     ]
     for option in reversed(options):  # decorators apply bottom-up; keep the help in this order
         func = option(func)
@@ -94,7 +114,9 @@ def optuna_group() -> None:
 def run_command(workers: int, top: int, **kwargs: object) -> None:
     """Run the study for SWEEP.yaml with K worker processes, then print the leaderboard."""
     from flexcnn.hardware import threads_per_worker
+    from flexcnn.search.artifacts import artifact_target
     from flexcnn.search.fanout import run_workers
+    from flexcnn.search.objectives import describe
     from flexcnn.search.storage import open_storage, parse_storage
     from flexcnn.search.study import join_plan, open_study
     from flexcnn.search.sweep_file import load_sweep
@@ -108,17 +130,31 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     sweep = load_sweep(opts.sweep_path)
     name = opts.study_name or sweep.default_study_name
     opts.study_name = name
+    artifacts = artifact_target(opts.artifacts, spec)
+    artifacts.open()  # a folder that cannot be made fails here, not in every worker
+    opts.artifacts = artifacts.option  # absolute: the workers resolve it the same way
     storage = open_storage(spec)
-    plan = join_plan(storage, name, sweep, n_trials=opts.n_trials, sampler=opts.sampler, pruner=opts.pruner)
+    plan = join_plan(
+        storage,
+        name,
+        sweep,
+        n_trials=opts.n_trials,
+        sampler=opts.sampler,
+        pruner=opts.pruner,
+        objectives=opts.objectives or None,
+    )
     study = open_study(storage, name, plan, update_budget=opts.n_trials is not None)
     # Workers read these back from the study; passing them keeps every worker on one plan.
     opts.n_trials, opts.sampler, opts.pruner = plan.settings.n_trials, plan.settings.sampler, plan.settings.pruner
+    opts.objectives = tuple(plan.settings.objectives)
     click.echo(
-        f"study {name!r} on {spec.describe()}: {plan.settings.metric} ({plan.settings.direction}), "
+        f"study {name!r} on {spec.describe()}: {describe(plan.settings.specs)}, "
         f"sampler {plan.settings.sampler}, pruner {plan.settings.pruner}, {plan.settings.n_trials} trials, "
         f"{workers} worker(s) x {opts.threads} thread(s)"
     )
-    click.echo(f"dashboard: {spec.dashboard_command()}")
+    for notice in plan.notices:
+        click.echo(notice)
+    _echo_tools(spec, artifacts)
     code = run_workers(opts, workers, study)
     _print_summary(study, top)
     if code:
@@ -145,7 +181,8 @@ def worker_command(worker_index: int, label: str | None, **kwargs: object) -> No
     opts.label = label or f"{socket.gethostname()}:{worker_index}"
     stop = threading.Event()
     install_stop_handlers(stop, label=opts.label)
-    report = run_worker(opts, stop)
+    # `optuna run` names its workers and says the notices once; a worker started by hand says them.
+    report = run_worker(opts, stop, notices=label is None)
     ran = ", ".join(f"{v} {k}" for k, v in sorted(report.ran.items())) or "no trials"
     click.echo(f"[{opts.label}] done ({ran}): {report.reason}")
     if report.exit_code:
@@ -155,14 +192,17 @@ def worker_command(worker_index: int, label: str | None, **kwargs: object) -> No
 @optuna_group.command("status")
 @storage_option
 @study_option
-def status_command(storage: str | None, study_name: str | None) -> None:
+@artifacts_option
+def status_command(storage: str | None, study_name: str | None, artifacts: str | None) -> None:
     """Trials by state (all studies in the storage when --study is not given)."""
     import optuna
 
+    from flexcnn.search.artifacts import artifact_target
     from flexcnn.search.storage import open_storage, parse_storage
     from flexcnn.search.study import format_counts, load_study, state_counts, stored_settings
 
-    backend = open_storage(parse_storage(storage), create=False)
+    spec = parse_storage(storage)
+    backend = open_storage(spec, create=False)
     names = [study_name] if study_name else optuna.get_all_study_names(backend)
     if not names:
         click.echo("no studies in this storage")
@@ -172,15 +212,21 @@ def status_command(storage: str | None, study_name: str | None) -> None:
         settings = stored_settings(study)
         counts = state_counts(study)
         click.echo(f"{name}: {format_counts(counts, settings.n_trials if settings else None)}")
-        values = [t.value for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        if values and settings:
-            best = max(values) if settings.direction == "maximize" else min(values)  # type: ignore[type-var]
+        values = [t.values[0] for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" and t.values]
+        if len(study.directions) > 1:
+            front = sorted(t.number for t in study.best_trials)
+            if front:
+                click.echo(f"  Pareto front: {len(front)} trial(s) ({', '.join(map(str, front))})")
+        elif values and settings:
+            best = max(values) if settings.direction == "maximize" else min(values)
             click.echo(f"  best {settings.metric} {best:.4f}")
         for t in study.get_trials(deepcopy=False):
             if t.state.name == "RUNNING":
                 owner = t.user_attrs.get("worker") or {}
                 where = f"{owner.get('label', '?')} (pid {owner.get('pid', '?')} on {owner.get('host', '?')})"
-                click.echo(f"  trial {t.number} running on {where}, {len(t.intermediate_values)} epoch(s) reported")
+                done = len(t.intermediate_values) or t.user_attrs.get("epochs") or 0
+                click.echo(f"  trial {t.number} running on {where}, {done} epoch(s) reported")
+    _echo_tools(spec, artifact_target(artifacts, spec))
 
 
 @optuna_group.command("best")
@@ -191,13 +237,14 @@ def status_command(storage: str | None, study_name: str | None) -> None:
     "--export",
     "export_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the best trial's full config here; `flexcnn train FILE` reproduces it.",
+    help="Write the best trial's full config here (several objectives: the --trial chosen from the Pareto "
+    "front); `flexcnn train FILE` reproduces it.",
 )
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Export this trial instead of the best.")
 def best_command(
     storage: str | None, study_name: str | None, top: int, export_path: Path | None, trial_number: int | None
 ) -> None:
-    """The top trials as a table; --export writes the best one as a config file."""
+    """The top trials as a table (the Pareto front for several objectives); --export writes one as a config file."""
     from flexcnn.errors import UserError
     from flexcnn.search.export import pick_trial, write_export
     from flexcnn.search.storage import open_storage, parse_storage
@@ -219,13 +266,48 @@ def best_command(
         click.echo(f"wrote trial {trial.number}'s config to {export_path}; reproduce with: flexcnn train {export_path}")
 
 
+@optuna_group.command("url")
+@storage_option
+@artifacts_option
+def url_command(storage: str | None, artifacts: str | None) -> None:
+    """The storage as Optuna's own tools take it (optuna-dashboard, `optuna --storage`), and their command lines.
+
+    Our journal:PATH and relative paths are not understood there; the first line is what to paste:
+    optuna-dashboard "$(flexcnn optuna url --storage journal:runs/x.log | head -1)".
+    """
+    from flexcnn.search.artifacts import artifact_target
+    from flexcnn.search.optuna_tools import tool_forms
+    from flexcnn.search.storage import parse_storage
+
+    spec = parse_storage(storage)
+    forms = tool_forms(spec, artifact_target(artifacts, spec))
+    click.echo(forms.url)
+    for line in forms.lines():
+        click.echo(line)
+
+
+def _echo_tools(spec: StorageSpec, artifacts: ArtifactTarget) -> None:
+    """How to look at the study with optuna-dashboard and Optuna's CLI (forms they accept)."""
+    from flexcnn.search.optuna_tools import tool_forms
+
+    for line in tool_forms(spec, artifacts).lines():
+        click.echo(line)
+
+
 def _print_summary(study: optuna.Study, top: int) -> None:
     from flexcnn.search.study import format_counts, format_leaderboard, leaderboard, state_counts, stored_settings
 
     settings = stored_settings(study)
-    metric = settings.metric if settings else "value"
     counts = format_counts(state_counts(study), settings.n_trials if settings else None)
     click.echo(f"\nstudy {study.study_name!r}: {counts}")
+    if len(study.directions) > 1:
+        names = study.metric_names or [f"value {i}" for i in range(len(study.directions))]
+        rows = leaderboard(study, top)
+        shown = f", best {len(rows)} shown" if len(rows) < len(study.best_trials) else ""
+        click.echo(f"Pareto front: {len(study.best_trials)} trial(s){shown}; none is beaten on every objective at once")
+        click.echo(format_leaderboard(rows, names))
+        return
+    metric = settings.metric if settings else "value"
     click.echo(format_leaderboard(leaderboard(study, top), metric))
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flexcnn.cli.options import config_argument, set_option
 from flexcnn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flexcnn.config import RunConfig
+    from flexcnn.reporters.base import Reporter, RunResult
 
 
 @click.command()
@@ -50,8 +55,7 @@ def train(
     from flexcnn.config import load_config
     from flexcnn.errors import RunFailed
     from flexcnn.reporters import ReporterContext, build_reporters
-    from flexcnn.run import run
-    from flexcnn.signals import sigterm_as_interrupt
+    from flexcnn.signals import interrupt_exit_code, sigterm_as_interrupt
 
     extra = list(overrides)
     if args_json is not None:
@@ -63,17 +67,59 @@ def train(
             config_path = resume_dir / "config.yaml"
         output_dir = resume_dir
     config = load_config(config_path, extra)
+    resume, requeued = resume_dir is not None, False
+    if resume_dir is None and output_dir is None and os.environ.get("WANDB_SWEEP_ID"):
+        output_dir, resume = _requeued_run_dir(config)
+        requeued = resume
     # The run folder's files, the console and W&B unless its resolved mode is disabled.
     reporters = build_reporters(ReporterContext(config))
     try:
-        # SIGTERM (docker stop, wandb agent, schedulers) stops as cleanly as Ctrl-C.
+        # SIGTERM (docker stop, wandb agent --forward-signals, schedulers) stops as cleanly as Ctrl-C.
         with sigterm_as_interrupt():
-            result = run(config, reporters, run_dir=output_dir, resume=resume_dir is not None)
+            result = _run(config, reporters, output_dir, resume=resume, requeued=requeued)
     except RunFailed as exc:
         click.echo(f"error: run failed: {exc}", err=True)
         sys.exit(1)
-    if result.status == "interrupted":
-        sys.exit(130)
+    if result.status == "interrupted" and not result.extra.get("stopped_by_wandb"):
+        # Under a sweep, 128 + the signal: nonzero, so W&B requeues the run marked preempting.
+        # A run W&B stopped itself (early termination) ends like a pruned one, with 0.
+        sys.exit(interrupt_exit_code() if os.environ.get("WANDB_SWEEP_ID") else 130)
+
+
+def _requeued_run_dir(config: RunConfig) -> tuple[Path | None, bool]:
+    """Under ``wandb agent``: the folder this W&B run left behind when it was preempted, and whether to resume it.
+
+    W&B hands a requeued run back with the same run id and command line. Its folder is
+    found by run id under logging.output_dir; from another node (no such folder here)
+    the run starts over, and the W&B reporter says so when the server has its history.
+    """
+    from flexcnn.run_folder import find_wandb_run_dir
+
+    run_id = os.environ.get("WANDB_RUN_ID", "")
+    found = find_wandb_run_dir(Path(config.logging.output_dir), run_id) if run_id else None
+    if found is None:
+        return None, False
+    if (found / "last.pt").is_file():
+        click.echo(f"W&B run {run_id} was requeued: resuming {found} from its last.pt", err=True)
+        return found, True
+    click.echo(f"W&B run {run_id} was requeued before its first epoch ended: starting over in {found}", err=True)
+    return found, False
+
+
+def _run(
+    config: RunConfig, reporters: list[Reporter], run_dir: Path | None, *, resume: bool, requeued: bool
+) -> RunResult:
+    """run(); a requeued sweep run whose last.pt cannot be resumed starts over in its folder instead of failing."""
+    from flexcnn.errors import CheckpointError
+    from flexcnn.run import run
+
+    try:
+        return run(config, reporters, run_dir=run_dir, resume=resume)
+    except CheckpointError as exc:
+        if not requeued:
+            raise
+        click.echo(f"cannot resume {run_dir} ({exc}); training from epoch 0", err=True)
+        return run(config, reporters, run_dir=run_dir)
 
 
 # Keys that wandb writes next to parameters in its own config files, never RunConfig fields.

@@ -23,7 +23,11 @@ if TYPE_CHECKING:
 
 
 def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
-    """Trial ``number``, or the best COMPLETE trial; UserError when there is none."""
+    """Trial ``number``, or the best COMPLETE trial; UserError when there is none.
+
+    A study of several objectives has no single best trial: ``number`` must name one (any
+    trial; the message lists the Pareto front to choose from).
+    """
     from optuna.trial import TrialState
 
     if number is not None:
@@ -31,6 +35,13 @@ def pick_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
         if not matches:
             raise UserError(f"study {study.study_name!r} has no trial {number}")
         return matches[0]
+    if len(study.directions) > 1:
+        front = sorted(t.number for t in study.best_trials)
+        listed = ", ".join(map(str, front)) if front else "none yet"
+        raise UserError(
+            f"study {study.study_name!r} has several objectives and no single best trial; "
+            f"choose one with --trial N (Pareto front: trials {listed})"
+        )
     complete = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -56,13 +67,17 @@ def trial_config(trial: FrozenTrial) -> RunConfig:
 def export_text(study: optuna.Study, trial: FrozenTrial) -> str:
     """The exported YAML: a header that says where it came from, then the full config."""
     config = trial_config(trial)
-    value = f"{trial.value:.4f}" if trial.value is not None else "-"
+    value = f"{trial.values[0]:.4f}" if trial.values else "-"
+    names = study.metric_names if len(study.directions) > 1 else None
+    if names and trial.values:
+        value = ", ".join(f"{n} {v:.6g}" for n, v in zip(names, trial.values, strict=False))
     params = ", ".join(f"{k}={format_value(v)}" for k, v in (trial.user_attrs.get("params") or {}).items())
     epochs = trial.user_attrs.get("epochs")
     best = trial.user_attrs.get("best_epoch")
     header = [
         f"# Trial {trial.number} of Optuna study {study.study_name!r} ({trial.state.name}), "
-        f"{config.train.monitor} {value}" + (f" at epoch {best} of {epochs}" if epochs else ""),
+        + (value if names else f"{config.train.monitor} {value}")
+        + (f" at epoch {best} of {epochs}" if epochs else ""),
         f"# Parameters: {params}" if params else "# Parameters: (none)",
         f"# Seed {config.train.seed}, {config.train.threads or 'default'} CPU thread(s). "
         "Reproduce with: flexcnn train THIS_FILE",

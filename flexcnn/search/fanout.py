@@ -79,6 +79,8 @@ def _worker_spec(opts: WorkerOptions, index: int, env: Mapping[str, str], starte
             heartbeat=opts.heartbeat,
             worker_index=index,
             label=f"w{index}",
+            objectives=opts.objectives,
+            artifacts=opts.artifacts,
         )
 
     return ChildSpec(name=f"w{index}", argv=argv(), env=env, argv_at_start=argv)

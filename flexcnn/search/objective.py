@@ -5,10 +5,15 @@ user attributes: ``trial`` (its number; copied into a re-queued trial, so the
 copy knows which run it continues), ``params`` (decoded dotted overrides),
 ``config`` (the full resolved config), ``run_dir``, ``worker`` (host, pid,
 label), and at the end ``status``, ``reason``, ``epochs``, ``best_epoch`` and a
-few summary figures.
+few summary figures (``summary``, a mapping). The same figures are also flat,
+numeric attributes that optuna-dashboard can sort and filter, as W&B's run
+table does: ``test/acc``, ``test/f1_macro`` and the other scalar test metrics,
+``params/trainable``, ``params/total``, ``latency_ms``. A trial that finished
+well uploads its ``confusion.png`` and ``best.pt`` as Optuna artifacts.
 
 Outcomes: completed or early-stopped -> the best value of the metric over the
-epochs (what best.pt holds); pruned -> ``optuna.TrialPruned``; a NaN loss, an
+epochs (what best.pt holds), and in a study of several objectives the other
+objectives' values after it (parameters, latency); pruned -> ``optuna.TrialPruned``; a NaN loss, an
 invalid parameter combination or any other exception -> ``TrialFailed`` (Optuna
 records FAIL and the worker goes on); stopped by the worker (SIGTERM/Ctrl-C)
 -> ``WorkerStopping``, recorded FAIL and re-queued by the worker.
@@ -17,6 +22,7 @@ records FAIL and the worker goes on); stopped by the worker (SIGTERM/Ctrl-C)
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -30,15 +36,24 @@ from flexcnn.errors import CheckpointError, RunFailed, TrainingDiverged, UserErr
 from flexcnn.overrides import apply_overrides
 from flexcnn.reporters import ReporterContext, build_reporters
 from flexcnn.reporters.base import Reporter, RunInfo, RunResult, StopRun
+from flexcnn.search.artifacts import upload_trial_files
+from flexcnn.search.objectives import ObjectiveSpec, objective_values
 from flexcnn.search.space import SearchSpace, format_value
 from flexcnn.search.storage import StorageError
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.artifacts._protocol import ArtifactStore
 
 log = logging.getLogger(__name__)
 HOST = socket.gethostname()
 SUMMARY_KEYS = ("test/acc", "test/f1_macro", "val/acc", "best/val/acc", "seconds")
+# Copied from the run's summary as flat trial attributes (the evaluated split's scalars come too).
+FLAT_KEYS = {
+    "params/trainable": "params/trainable",
+    "params/total": "params/total",
+    "latency_ms": "latency_ms_per_image",
+}
 
 
 class TrialFailed(Exception):
@@ -47,6 +62,26 @@ class TrialFailed(Exception):
 
 class WorkerStopping(Exception):
     """The worker was asked to stop (SIGTERM, Ctrl-C) and cut the trial short after an epoch."""
+
+
+class ProgressReporter(Reporter):
+    """A study of several objectives cannot ``trial.report``: record the epochs done instead.
+
+    The write also notices a trial another worker has taken over (missed heartbeats), as
+    ``trial.report`` does for a single objective, and stops the run.
+    """
+
+    def __init__(self, trial: optuna.trial.Trial) -> None:
+        self.trial = trial
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            self.trial.set_user_attr("epochs", epoch + 1)
+        except UpdateFinishedTrialError:
+            reason = f"trial was ended elsewhere (missed heartbeats) at epoch {epoch + 1}"
+            raise StopRun("interrupted", reason) from None
 
 
 class StopFlagReporter(Reporter):
@@ -78,6 +113,12 @@ class TrialSettings:
     threads: int | None = None
     wandb_mode: str | None = None  # None: the config's logging.wandb.mode
     stop: threading.Event = field(default_factory=threading.Event)
+    objectives: tuple[ObjectiveSpec, ...] = ()  # () or one: the metric alone
+    artifacts: ArtifactStore | None = None
+
+    @property
+    def multi(self) -> bool:
+        return len(self.objectives) > 1
 
 
 class Objective:
@@ -87,7 +128,7 @@ class Objective:
         self.settings = settings
         self.say = say
 
-    def __call__(self, trial: optuna.trial.Trial) -> float:
+    def __call__(self, trial: optuna.trial.Trial) -> float | tuple[float, ...]:
         import optuna
 
         s = self.settings
@@ -132,7 +173,14 @@ class Objective:
             raise WorkerStopping(result.reason or "interrupted")
         if not result.ok or result.best_value is None:
             self._fail(trial, result.reason or f"run ended with status {result.status}")
-        return float(result.best_value)
+        if s.artifacts is not None:
+            upload_trial_files(trial, result.run_dir, s.artifacts)
+        if not s.multi:
+            return float(result.best_value)
+        values = objective_values(s.objectives, result.best_value, result.summary)
+        if isinstance(values, str):
+            self._fail(trial, values)
+        return values
 
     def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
         """The base config with ``params`` applied, monitoring the study's metric."""
@@ -169,10 +217,11 @@ class Objective:
             wandb_name=f"{s.study_name}-trial-{trial.number}",
             wandb_tags=("optuna",),
             wandb_extra_config={"optuna": extra},
-            trial=trial,
+            trial=None if s.multi else trial,  # the pruning reporter: Optuna prunes single objectives only
             metric=s.metric,
         )
-        return [*build_reporters(context), StopFlagReporter(s.stop)]
+        progress = [ProgressReporter(trial)] if s.multi else []
+        return [*build_reporters(context), *progress, StopFlagReporter(s.stop)]
 
     def _run(self, config: RunConfig, reporters: list[Reporter], run_dir: Path, resume: bool, number: int) -> RunResult:
         from flexcnn.run import run
@@ -195,11 +244,26 @@ class Objective:
             epochs=int(result.history[-1]["epoch"]) if result.history else 0,
             best_epoch=result.best_epoch,
             summary=summary,
+            **flat_attrs(result),
         )
 
     def _fail(self, trial: optuna.trial.Trial, reason: str) -> NoReturn:
         _set_attrs(trial, status="failed", reason=reason)
         raise TrialFailed(reason)
+
+
+def flat_attrs(result: RunResult) -> dict[str, float]:
+    """Numeric attributes the dashboard can sort: the evaluated split's scalars, parameters, latency.
+
+    ``test/acc`` etc. (``val/...`` when the data have no test split); per-class figures stay
+    in the run folder. Missing or non-finite figures are left out rather than stored as text.
+    """
+    prefix = f"{result.eval_split}/"
+    picked = {k: v for k, v in result.summary.items() if k.startswith(prefix) and k.count("/") == 1}
+    picked.update({name: result.summary[key] for name, key in FLAT_KEYS.items() if key in result.summary})
+    return {
+        k: v for k, v in picked.items() if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
 
 
 def _set_attrs(trial: optuna.trial.Trial, **attrs: Any) -> None:

@@ -1,10 +1,13 @@
 """The Optuna pruner for a sweep: from its ``early_terminate``, or named on the command line.
 
-W&B's ``early_terminate: {type: hyperband, min_iter, max_iter, eta}`` becomes
-HyperbandPruner(min_resource=min_iter, max_resource=max_iter, reduction_factor=eta).
-One iteration is one epoch: the pruning reporter reports the metric at step
-``epoch`` (1-based), as W&B counts the metric's logged values.
-``--pruner`` overrides: median, percentile, successive_halving, hyperband, none.
+W&B's ``early_terminate: {type: hyperband, ...}`` becomes ``hyperband``: W&B's own
+rule (:class:`~flexcnn.search.wandb_hyperband.WandbHyperbandPruner`), so a sweep
+file stops the same runs under both engines. One iteration is one epoch: the
+pruning reporter reports the metric at step ``epoch`` (1-based), as W&B counts
+the metric's logged values.
+``--pruner`` overrides: hyperband (W&B's rule), optuna-hyperband (Optuna's
+multi-bracket HyperbandPruner(min_iter, max_iter or the trial's epochs, eta)),
+median, percentile, successive_halving, none.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from flexcnn.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
 
-PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "none")
+PRUNERS = ("hyperband", "optuna-hyperband", "median", "percentile", "successive_halving", "none")
 DEFAULT_ETA = 3
 
 
@@ -49,6 +52,10 @@ def make_pruner(name: str, early_terminate: Mapping[str, Any] | None, *, max_epo
     low = min_epochs(spec)
     high = int(spec.get("max_iter", max_epochs))
     if name == "hyperband":
+        from flexcnn.search.wandb_hyperband import WandbHyperbandPruner
+
+        return WandbHyperbandPruner(spec or None)
+    if name == "optuna-hyperband":
         if low >= high:
             raise ConfigError(
                 f"early_terminate: min_iter ({low}) must be below max_iter / the epochs of a trial ({high}), "

@@ -3,7 +3,8 @@
 ``grid`` -> GridSampler over the sweep's discrete values; ``random`` ->
 RandomSampler; ``bayes`` -> multivariate TPE with ``constant_liar`` so that
 parallel workers do not all pick the point that looks best right now.
-``--sampler`` overrides: tpe, gp, cmaes, random, qmc, grid.
+``--sampler`` overrides: tpe, gp, cmaes, random, qmc, grid, nsga2. A study of
+several objectives uses NSGA-II for ``bayes`` (see flexcnn.search.objectives).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 # The --sampler choices. This module imports neither optuna nor the config schema at load
 # time, so the CLI builds its option from this tuple and `flexcnn --help` stays fast.
-SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid")
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "qmc", "grid", "nsga2")
 METHOD_SAMPLER = {"grid": "grid", "random": "random", "bayes": "tpe"}
 # Samplers whose choices depend on the trial number, not on a random stream:
 # every worker must hold the same seed, or workers would disagree on the grid order.
@@ -43,6 +44,12 @@ def sampler_name(method: str, override: str | None = None) -> str:
 def startup_trials(n_trials: int) -> int:
     """Random trials before TPE models the space: about a quarter of the budget, 3 to 10."""
     return max(3, min(10, n_trials // 4))
+
+
+def population_size(n_trials: int) -> int:
+    """NSGA-II's generation: a quarter of the budget, 4 to 50 (Optuna's default 50 would make any
+    study under 50 trials a random search)."""
+    return max(4, min(50, n_trials // 4))
 
 
 def make_sampler(
@@ -87,4 +94,6 @@ def _build(name: str, space: SearchSpace, seed: int | None, worker_index: int, n
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup_trials(n_trials))
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=shared, scramble=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=population_size(n_trials), seed=seed)
     raise ConfigError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")

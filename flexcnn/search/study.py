@@ -1,18 +1,20 @@
-"""Plan a study from a sweep file, create or join it in a storage, and summarise it.
+"""Plan a study from a sweep file, and create or join it in a storage (summaries: leaderboard.py).
 
 A study stores its settings as the user attribute ``flexcnn``: metric,
-direction, sampler, pruner, trial budget, the sweep and a fingerprint of its
-search space. A worker that joins later (another machine, a container) gets
-the same sampler, pruner and budget from there, and is refused when its sweep
-file describes a different search space.
+direction, objectives, sampler, pruner, trial budget, the sweep and a
+fingerprint of its search space. Its objectives are named in Optuna itself
+(``study.set_metric_names``), so the dashboard and Optuna's plots label them.
+A worker that joins later (another machine, a container) gets the same
+objectives, sampler, pruner and budget from there, and is refused when its
+sweep file describes a different search space.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections import Counter
-from dataclasses import asdict, dataclass
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,15 @@ from pydantic import ValidationError
 from flexcnn.config import RunConfig, error_field, load_config, validate_config
 from flexcnn.errors import ConfigError, UserError
 from flexcnn.overrides import apply_overrides
+from flexcnn.search.leaderboard import (  # noqa: F401  re-exported: they were here first
+    STATES,
+    LeaderRow,
+    format_counts,
+    format_leaderboard,
+    leaderboard,
+    state_counts,
+)
+from flexcnn.search.objectives import ObjectiveSpec, decode, encode, multi_sampler, objectives_from_cli
 from flexcnn.search.pruners import make_pruner, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
 from flexcnn.search.space import SearchSpace, build_space, format_value
@@ -33,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ATTR = "flexcnn"
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,19 @@ class StudySettings:
     fingerprint: str
     target: float | None = None
     sweep_file: str | None = None
+    objectives: list[str] = field(default_factory=list)  # "name:goal", metric first; [] in older studies
 
     def to_attr(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def specs(self) -> tuple[ObjectiveSpec, ...]:
+        """What the study optimises, in the order of the trial's values."""
+        return decode(self.objectives) if self.objectives else (ObjectiveSpec(self.metric, self.direction),)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.specs) > 1
 
     @classmethod
     def from_attr(cls, value: Any) -> StudySettings | None:
@@ -71,6 +91,7 @@ class StudyPlan:
     base_tree: dict[str, Any]  # base config + command --set + sweep constants, as a plain dict
     settings: StudySettings
     max_epochs: int
+    notices: list[str] = field(default_factory=list)  # one line each, for the user starting the study
 
     def sampler(self, *, seed: int | None = None, worker_index: int = 0) -> optuna.samplers.BaseSampler:
         return make_sampler(
@@ -87,8 +108,14 @@ def plan_study(
     n_trials: int | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
+    objectives: Sequence[str] | None = None,
 ) -> StudyPlan:
-    """Translate ``sweep``; fail now (ConfigError) on anything a trial would fail on later."""
+    """Translate ``sweep``; fail now (ConfigError) on anything a trial would fail on later.
+
+    ``objectives`` (``--objective``, full list) replaces the sweep's metric and controller.objectives.
+    """
+    specs = objectives_from_cli(objectives) if objectives else (sweep.objectives or _single(sweep))
+    metric = specs[0].name
     space = build_space(sweep.parameters)
     base = load_config(sweep.base_config, sweep.fixed_overrides)
     tree = base.to_dict()
@@ -96,12 +123,13 @@ def plan_study(
         if sweep.raw.get(key) and not tree["logging"]["wandb"].get(key):
             tree["logging"]["wandb"][key] = sweep.raw[key]
     tree = apply_overrides(tree, space.constants)
-    monitor = space.constants.get("train.monitor", sweep.metric)
-    if monitor != sweep.metric or "train.monitor" in space.names:
+    monitor = space.constants.get("train.monitor", metric)
+    if monitor != metric or "train.monitor" in space.names:
         raise ConfigError(
-            f"sweep {sweep.path or ''}: train.monitor follows metric.name ({sweep.metric}); do not sweep or fix it"
+            f"sweep {sweep.path or ''}: train.monitor follows metric.name (or the --objective metric), {metric}; "
+            "do not sweep or fix it"
         )
-    tree["train"]["monitor"] = sweep.metric
+    tree["train"]["monitor"] = metric
     # Constants and parameters can depend on each other (data.mean with a swept data.std),
     # so check one whole trial: the first value of every parameter.
     validate_config(
@@ -111,23 +139,45 @@ def plan_study(
 
     _check_every_value(tree, space, str(sweep.path or "sweep"))
 
-    chosen_sampler = sampler_name(sweep.method, sampler)
+    multi = len(specs) > 1
+    chosen_sampler = multi_sampler(sweep.method, sampler) if multi else sampler_name(sweep.method, sampler)
+    chosen_pruner, notices = _pruner_for(sweep, pruner, multi)
     budget = _budget(sweep, space, chosen_sampler, n_trials)
     largest = space.largest("train.epochs")
     max_epochs = int(largest) if isinstance(largest, int | float) else int(tree["train"]["epochs"])
     settings = StudySettings(
-        metric=sweep.metric,
-        direction=sweep.direction,
+        metric=metric,
+        direction=specs[0].direction,
         sampler=chosen_sampler,
-        pruner=pruner_name(sweep.early_terminate, pruner),
+        pruner=chosen_pruner,
         n_trials=budget,
         fingerprint=space.fingerprint,
-        target=sweep.target,
+        target=sweep.target if metric == sweep.metric else None,
         sweep_file=str(sweep.path) if sweep.path else None,
+        objectives=encode(specs),
     )
-    plan = StudyPlan(sweep, space, tree, settings, max_epochs)
+    plan = StudyPlan(sweep, space, tree, settings, max_epochs, notices)
     plan.pruner()  # hyperband bounds are checked here, before any worker starts
     return plan
+
+
+def _single(sweep: SweepSpec) -> tuple[ObjectiveSpec, ...]:
+    return (ObjectiveSpec(sweep.metric, sweep.direction),)
+
+
+def _pruner_for(sweep: SweepSpec, override: str | None, multi: bool) -> tuple[str, list[str]]:
+    """The pruner, and a notice when the sweep's early_terminate cannot apply.
+
+    Optuna prunes on one reported value per step (``trial.report``), which a study of several
+    objectives does not have: a trial that is worse on accuracy may be the smallest model.
+    """
+    if not multi:
+        return pruner_name(sweep.early_terminate, override), []
+    if override not in (None, "none"):
+        raise ConfigError(f"--pruner {override}: Optuna cannot prune a study of several objectives; use --pruner none")
+    if sweep.early_terminate:
+        return "none", ["pruning is off: Optuna cannot prune a study of several objectives (early_terminate ignored)"]
+    return "none", []
 
 
 def _check_every_value(tree: dict[str, Any], space: SearchSpace, where: str) -> None:
@@ -180,14 +230,16 @@ def join_plan(
     n_trials: int | None = None,
     sampler: str | None = None,
     pruner: str | None = None,
+    objectives: Sequence[str] | None = None,
 ) -> StudyPlan:
-    """Plan for ``sweep``, taking sampler, pruner and budget from the stored study where not given."""
+    """Plan for ``sweep``, taking objectives, sampler, pruner and budget from the stored study where not given."""
     stored = peek_settings(storage, name)
     if stored is not None:
         sampler = sampler or stored.sampler
         pruner = pruner or stored.pruner
         n_trials = n_trials or stored.n_trials
-    return plan_study(sweep, n_trials=n_trials, sampler=sampler, pruner=pruner)
+        objectives = objectives or (stored.objectives if len(stored.objectives) > 1 else None)
+    return plan_study(sweep, n_trials=n_trials, sampler=sampler, pruner=pruner, objectives=objectives)
 
 
 def peek_settings(storage: BaseStorage, name: str) -> StudySettings | None:
@@ -217,34 +269,41 @@ def open_study(
     """
     import optuna
 
+    specs = plan.settings.specs
     with storage_lock(storage, f"study:{name}"):
         study = optuna.create_study(
             study_name=name,
             storage=storage,
-            direction=plan.settings.direction,
+            directions=[s.direction for s in specs],
             sampler=plan.sampler(seed=seed, worker_index=worker_index),
             pruner=plan.pruner(),
             load_if_exists=True,
         )
+        directions = [d.name.lower() for d in study.directions]
+        if study.metric_names is None and len(directions) == len(specs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([s.name for s in specs])  # the dashboard's and the plots' axis names
         stored = StudySettings.from_attr(study.user_attrs.get(ATTR))
         if stored is None:
             study.set_user_attr(ATTR, plan.settings.to_attr())
             return study
-    check_compatible(name, stored, plan.settings, study.direction.name.lower())
+    check_compatible(name, stored, plan.settings, directions)
     if update_budget and stored.n_trials != plan.settings.n_trials:
         study.set_user_attr(ATTR, {**stored.to_attr(), "n_trials": plan.settings.n_trials})
     return study
 
 
-def check_compatible(name: str, stored: StudySettings, mine: StudySettings, direction: str) -> None:
-    """Refuse to mix trials from different search spaces or metrics in one study."""
+def check_compatible(name: str, stored: StudySettings, mine: StudySettings, directions: Sequence[str]) -> None:
+    """Refuse to mix trials from different search spaces, metrics or objectives in one study."""
     problems = []
     if stored.fingerprint != mine.fingerprint:
         problems.append("its search space (parameters) differs from this sweep file's")
-    if stored.metric != mine.metric:
-        problems.append(f"it optimises {stored.metric}, this sweep {mine.metric}")
-    if direction != mine.direction:
-        problems.append(f"it is set to {direction}, this sweep to {mine.direction}")
+    if stored.specs != mine.specs:
+        theirs, ours = (", ".join(map(str, s.specs)) for s in (stored, mine))
+        problems.append(f"it optimises {theirs}, this sweep {ours}")
+    elif list(directions) != [s.direction for s in mine.specs]:
+        problems.append(f"it is set to {', '.join(directions)}, this sweep to {mine.direction}")
     if problems:
         raise ConfigError(
             f"study {name!r} exists and {'; '.join(problems)}; use a new --study name "
@@ -267,89 +326,6 @@ def load_study(storage: BaseStorage, name: str) -> optuna.Study:
         names = sorted(optuna.get_all_study_names(storage))
         listed = ", ".join(names) if names else "none"
         raise UserError(f"no study named {name!r} in this storage (studies there: {listed})") from None
-
-
-# --------------------------------------------------------------------------- summaries
-
-
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state, in a fixed order (COMPLETE, PRUNED, FAIL, RUNNING, WAITING)."""
-    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
-    return {state: counts.get(state, 0) for state in STATES}
-
-
-@dataclass
-class LeaderRow:
-    rank: int
-    number: int
-    value: float
-    epochs: int | None
-    best_epoch: int | None
-    seconds: float | None
-    params: dict[str, Any]
-    test_acc: float | None
-
-
-def leaderboard(study: optuna.Study, top: int = 10) -> list[LeaderRow]:
-    """The ``top`` COMPLETE trials, best first."""
-    from optuna.trial import TrialState
-
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    trials = [t for t in trials if math.isfinite(t.value)]  # type: ignore[arg-type]
-    reverse = study.direction.name == "MAXIMIZE"
-    trials.sort(key=lambda t: (t.value, -t.number) if reverse else (-t.value, -t.number), reverse=True)  # type: ignore[operator]
-    rows = []
-    for rank, t in enumerate(trials[:top], start=1):
-        duration = t.duration.total_seconds() if t.duration is not None else None
-        summary = t.user_attrs.get("summary") or {}
-        rows.append(
-            LeaderRow(
-                rank=rank,
-                number=t.number,
-                value=float(t.value),  # type: ignore[arg-type]
-                epochs=t.user_attrs.get("epochs"),
-                best_epoch=t.user_attrs.get("best_epoch"),
-                seconds=duration,
-                params=t.user_attrs.get("params") or dict(t.params),
-                test_acc=summary.get("test/acc"),
-            )
-        )
-    return rows
-
-
-def format_leaderboard(rows: list[LeaderRow], metric: str) -> str:
-    """A plain-text table; parameter names are shortened to their last part when that is unambiguous."""
-    if not rows:
-        return "no completed trials yet"
-    names = list(dict.fromkeys(k for r in rows for k in r.params))
-    short = {n: n.rsplit(".", 1)[-1] for n in names}
-    if len(set(short.values())) != len(short):
-        short = {n: n for n in names}
-    header = ["rank", "trial", metric, "test/acc", "epochs", "secs", *short.values()]
-    lines = [header]
-    for r in rows:
-        lines.append(
-            [
-                str(r.rank),
-                str(r.number),
-                f"{r.value:.4f}",
-                f"{r.test_acc:.4f}" if r.test_acc is not None else "-",
-                f"{r.best_epoch}/{r.epochs}" if r.epochs else "-",
-                f"{r.seconds:.1f}" if r.seconds is not None else "-",
-                *(format_value(r.params[n]) if n in r.params else "-" for n in names),
-            ]
-        )
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
-
-
-def format_counts(counts: dict[str, int], n_trials: int | None = None) -> str:
-    """``COMPLETE 7  PRUNED 5  FAIL 0  RUNNING 0  WAITING 0  (12/12 finished)``."""
-    finished = counts["COMPLETE"] + counts["PRUNED"]
-    goal = f"{finished}/{n_trials}" if n_trials else str(finished)
-    return "  ".join(f"{k} {v}" for k, v in counts.items()) + f"  ({goal} finished)"
 
 
 def output_root(plan_or_tree: StudyPlan | dict[str, Any], study_name: str, output_dir: Path | None = None) -> Path:

@@ -4,7 +4,8 @@ The file uses W&B's own keys only, so ``wandb sweep`` accepts it unchanged.
 Our side needs three things from it besides the search space: the metric (one
 of the keys run() logs per epoch), the search method, and the base config,
 which is the first ``*.yaml``/``*.yml`` argument after ``train`` in
-``command`` (resolved against the working folder, then the sweep's folder).
+``command`` (resolved against the working folder, then the sweep's folder and
+the folders above it up to the repository root).
 ``--set KEY=VALUE`` pairs in the command are kept as fixed overrides.
 """
 
@@ -17,6 +18,7 @@ from typing import Any, Literal
 
 from flexcnn.config import read_yaml
 from flexcnn.errors import ConfigError
+from flexcnn.search.objectives import METRICS, ObjectiveSpec, sweep_objectives
 
 SWEEP_KEYS = (
     "program",
@@ -30,11 +32,9 @@ SWEEP_KEYS = (
     "description",
     "project",
     "entity",
+    "controller",
 )
 METHODS = ("grid", "random", "bayes")
-# The per-epoch keys run() logs that can drive a study; the same names are
-# train.monitor's choices, so the objective, the pruning signal and best.pt agree.
-METRICS = {"val/acc": "maximize", "val/loss": "minimize", "val/f1_macro": "maximize"}
 EARLY_TERMINATE_KEYS = ("type", "min_iter", "max_iter", "s", "eta", "strict")
 
 Direction = Literal["maximize", "minimize"]
@@ -56,6 +56,8 @@ class SweepSpec:
     name: str | None = None
     base_config: Path | None = None
     fixed_overrides: list[str] = field(default_factory=list)
+    # metric first, then controller.objectives: what an Optuna study optimises (W&B reads only metric)
+    objectives: tuple[ObjectiveSpec, ...] = ()
 
     @property
     def default_study_name(self) -> str:
@@ -78,6 +80,11 @@ def parse_sweep(raw: Any, path: Path | None = None) -> SweepSpec:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} must hold a mapping of W&B sweep keys, got {type(raw).__name__}")
     unknown = sorted(set(raw) - set(SWEEP_KEYS))
+    if "metrics" in unknown:
+        raise ConfigError(
+            f"{where}: W&B's `metrics` list needs W&B Launch's custom scheduler (method: custom); keep `metric` "
+            "and list the other objectives under controller.objectives (see README: Multi-objective studies)"
+        )
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; expected W&B sweep keys: {', '.join(SWEEP_KEYS)}"
@@ -104,6 +111,7 @@ def parse_sweep(raw: Any, path: Path | None = None) -> SweepSpec:
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"{where}: name must be a string, got {name!r}")
 
+    objectives = sweep_objectives(metric, direction, _controller(raw.get("controller"), where), where)
     base, fixed = _base_config(raw.get("command"), path, where)
     return SweepSpec(
         path=path,
@@ -118,7 +126,18 @@ def parse_sweep(raw: Any, path: Path | None = None) -> SweepSpec:
         name=name,
         base_config=base,
         fixed_overrides=fixed,
+        objectives=objectives,
     )
+
+
+def _controller(spec: Any, where: str) -> Any:
+    """``controller.objectives``: W&B's schema lets ``controller`` carry keys it does not know, and
+    W&B's own sweep ignores them; its ``type`` (local or cloud) stays W&B's business."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") not in ("local", "cloud"):
+        raise ConfigError(f"{where}: controller must be a mapping with type: cloud or type: local (W&B's schema)")
+    return spec.get("objectives")
 
 
 def _metric(spec: Any, where: str) -> tuple[str, Direction, float | None]:
@@ -215,12 +234,40 @@ def _base_config(command: Any, path: Path | None, where: str) -> tuple[Path | No
 
 
 def resolve_base_config(name: str, sweep_path: Path | None, where: str = "sweep") -> Path:
-    """Resolve the base config against the working folder, then the sweep file's folder."""
-    candidates = [Path(name)]
-    if sweep_path is not None and not Path(name).is_absolute():
-        candidates.append(sweep_path.parent / name)
+    """Find the base config where a user would expect it.
+
+    A relative name is looked up in the working folder (where ``wandb agent`` runs the command),
+    then in the sweep file's folder and each folder above it, up to the repository root (the
+    first one holding ``.git``) or the filesystem root. ``sweeps/x.yaml`` naming
+    ``configs/base.yaml`` thus works from the repository root, from ``sweeps/`` and from anywhere
+    else. The error names every place tried.
+    """
+    if Path(name).is_absolute():
+        candidates = [Path(name)]
+    else:
+        candidates = [Path(name)]
+        if sweep_path is not None:
+            candidates += [folder / name for folder in _upward(Path(sweep_path).resolve().parent)]
+    tried: list[Path] = []
     for candidate in candidates:
+        if any(_same(candidate, seen) for seen in tried):
+            continue
         if candidate.is_file():
             return candidate
-    tried = " or ".join(str(c) for c in candidates)
-    raise ConfigError(f"{where}: the base config {name!r} named in command was not found (tried {tried})")
+        tried.append(candidate)
+    shown = ", ".join(str(c.resolve()) if not c.is_absolute() else str(c) for c in tried)
+    raise ConfigError(f"{where}: the base config {name!r} named in command was not found; tried {shown}")
+
+
+def _upward(folder: Path) -> list[Path]:
+    """``folder`` and its parents, up to and including the first that holds ``.git``."""
+    out = []
+    for current in (folder, *folder.parents):
+        out.append(current)
+        if (current / ".git").exists():
+            break
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()

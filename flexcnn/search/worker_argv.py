@@ -9,6 +9,7 @@ This module imports nothing heavy: the agent launcher imports it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -34,6 +35,8 @@ def optuna_worker_argv(
     heartbeat: int | None = None,
     worker_index: int | None = None,
     label: str | None = None,
+    objectives: Sequence[str] = (),
+    artifacts: str | None = None,
 ) -> list[str]:
     """The command line of one ``flexcnn optuna worker SWEEP``; an option left None (or "") is the worker's default."""
     options = (
@@ -51,6 +54,8 @@ def optuna_worker_argv(
         ("--heartbeat", heartbeat),
         ("--worker-index", worker_index),
         ("--label", label),
+        ("--artifacts", artifacts),
+        *(("--objective", objective) for objective in objectives),
     )
     argv = flexcnn_argv("optuna", "worker", str(sweep))
     for flag, value in options:

@@ -36,7 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 from flexcnn.errors import UserError
 from flexcnn.exit_codes import EXIT_STOPPED
+from flexcnn.search.artifacts import artifact_target
 from flexcnn.search.claims import BudgetFull, budgeted_study
+from flexcnn.search.leaderboard import format_objective
 from flexcnn.search.objective import Objective, TrialSettings
 from flexcnn.search.reaping import recover_lost_trials, requeue
 from flexcnn.search.say import Say, print_line
@@ -69,6 +71,8 @@ class WorkerOptions:
     timeout: float | None = None
     output_dir: Path | None = None
     poll_seconds: float = 1.0
+    objectives: tuple[str, ...] = ()  # --objective NAME:GOAL, repeated; () -> the sweep file's
+    artifacts: str | None = None  # --artifacts DIR | s3://BUCKET | none; None -> next to the storage
 
 
 @dataclass
@@ -92,8 +96,13 @@ class _FailureStreak:
         self.last_reason = reason
 
 
-def run_worker(opts: WorkerOptions, stop: threading.Event | None = None, say: Say = print_line) -> WorkerReport:
-    """Run trials in this process until the study is done, time is up or ``stop`` is set."""
+def run_worker(
+    opts: WorkerOptions, stop: threading.Event | None = None, say: Say = print_line, *, notices: bool = False
+) -> WorkerReport:
+    """Run trials in this process until the study is done, time is up or ``stop`` is set.
+
+    ``notices``: say the plan's notices (pruning turned off for several objectives) first.
+    """
     # Optuna logs every failed trial with a traceback; we print one line with the reason instead
     # (and the objective logs the traceback of a real crash itself).
     logging.getLogger("optuna.study._optimize").setLevel(logging.ERROR)
@@ -102,8 +111,19 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None, say: Sa
     storage = open_storage(spec, heartbeat=opts.heartbeat if spec.has_heartbeat else None)
     sweep = load_sweep(opts.sweep_path)
     name = opts.study_name or sweep.default_study_name
-    plan = join_plan(storage, name, sweep, n_trials=opts.n_trials, sampler=opts.sampler, pruner=opts.pruner)
+    plan = join_plan(
+        storage,
+        name,
+        sweep,
+        n_trials=opts.n_trials,
+        sampler=opts.sampler,
+        pruner=opts.pruner,
+        objectives=opts.objectives or None,
+    )
     _check_wandb(opts.wandb_mode or plan.base_tree["logging"]["wandb"]["mode"])
+    artifacts = artifact_target(opts.artifacts, spec).open()
+    for notice in plan.notices if notices else []:
+        say(f"[{opts.label}] {notice}")
     study = open_study(storage, name, plan, seed=opts.seed, worker_index=opts.worker_index)
     study = budgeted_study(study, storage, plan.settings.n_trials)
     settings = TrialSettings(
@@ -116,6 +136,8 @@ def run_worker(opts: WorkerOptions, stop: threading.Event | None = None, say: Sa
         threads=opts.threads,
         wandb_mode=opts.wandb_mode,
         stop=stop,
+        objectives=plan.settings.specs,
+        artifacts=artifacts,
     )
     objective = Objective(settings, say=say)
     import flexcnn.run  # noqa: F401  the training stack, now rather than inside the first trial's clock
@@ -229,7 +251,7 @@ def _run_one_trial(
         streak.failed(str(exc))
     for trial in finished:
         report.ran[trial.state.name] += 1
-        say(_trial_line(label, trial, metric))
+        say(_trial_line(label, trial, metric, [o.name for o in objective.settings.objectives[1:]]))
         if trial.state.name == "FAIL" and trial.user_attrs.get("status") == "interrupted":
             requeue(study, trial, say=say, label=label)
             stop.set()
@@ -240,17 +262,19 @@ def _run_one_trial(
 
 
 def _reached(trials: list[FrozenTrial], target: float, maximize: bool) -> bool:
-    values = [t.value for t in trials if t.state.name == "COMPLETE" and t.value is not None]
+    # The target is the metric's, the first value in a study of several objectives too.
+    values = [t.values[0] for t in trials if t.state.name == "COMPLETE" and t.values]
     return any(v >= target if maximize else v <= target for v in values)
 
 
-def _trial_line(label: str, trial: FrozenTrial, metric: str) -> str:
+def _trial_line(label: str, trial: FrozenTrial, metric: str, others: list[str] | None = None) -> str:
     seconds = f" in {trial.duration.total_seconds():.1f} s" if trial.duration is not None else ""
     epochs = trial.user_attrs.get("epochs")
     if trial.state.name == "COMPLETE":
         best = trial.user_attrs.get("best_epoch")
         where = f" (best epoch {best}/{epochs})" if epochs else ""
-        return f"[{label}] trial {trial.number} COMPLETE {metric} {trial.value:.4f}{where}{seconds}"
+        extra = "".join(f", {n} {format_objective(v)}" for n, v in zip(others or [], trial.values[1:], strict=False))
+        return f"[{label}] trial {trial.number} COMPLETE {metric} {trial.values[0]:.4f}{extra}{where}{seconds}"
     if trial.state.name == "PRUNED":
         last = max(trial.intermediate_values) if trial.intermediate_values else 0
         value = trial.intermediate_values.get(last)

@@ -250,7 +250,7 @@ def _files(seen: Seen) -> None:
     assert load_config(seen.run_dir / "config.yaml") == seen.context.config
     finished = seen.status == "completed"
     assert ("test/acc" in summary) == finished
-    for name in ("per_class.json", "confusion.png"):
+    for name in ("per_class.json", "confusion.png", "roc.json"):
         assert (seen.run_dir / name).is_file() == finished, name
     assert not list(seen.run_dir.glob(".*.tmp"))
 

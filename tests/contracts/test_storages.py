@@ -30,7 +30,6 @@ from typing import Any
 import optuna
 import pytest
 import sqlalchemy
-import yaml
 from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -52,17 +51,14 @@ from flexcnn.search.study import (
 )
 from flexcnn.search.sweep_file import load_sweep
 from flexcnn.search.workers import WorkerOptions, run_worker
+from tests import helpers
 from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
+
+# The shared tiny study, on 200 images: storage cases need speed, not accuracy.
+BASE = {**helpers.STUDY_BASE, "data": {**helpers.STUDY_BASE["data"], "limit": 200}}
 
 pytestmark = pytest.mark.timeout(300)
 
-BASE = {
-    "model": {"kind": "flexible_cnn", "num_filters": [8, 16], "dense_units": [32]},
-    "data": {"source": "digits", "augment": "none", "hflip": False, "batch_size": 64, "limit": 200},
-    "optim": {"name": "adam", "lr": 0.003, "scheduler": "none"},
-    "train": {"epochs": 2, "seed": 0},
-    "logging": {"progress": False, "wandb": {"mode": "disabled", "num_samples": 0}},
-}
 SPACE = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "activation": CategoricalDistribution(["relu", "gelu"])}
 
 
@@ -105,22 +101,8 @@ def reopen(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorag
 
 
 def write_sweep(folder: Path, parameters: dict[str, Any], **extra: Any) -> Path:
-    """A sweep file with its base config; trial folders go to folder/runs."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = json.loads(json.dumps(BASE))
-    base["logging"]["output_dir"] = str(folder / "runs")
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {
-        "program": "flexcnn",
-        "command": ["flexcnn", "train", "base.yaml", "--args-json", "${args_json_file}"],
-        "method": "random",
-        "metric": {"name": "val/acc", "goal": "maximize"},
-        "parameters": parameters,
-        **extra,
-    }
-    path = folder / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return path
+    """The shared sweep writer on this suite's smaller base."""
+    return helpers.write_sweep(folder, parameters, base=BASE, **extra)
 
 
 def dead_pid() -> int:

@@ -26,7 +26,10 @@ from flexcnn.config import RunConfig, deep_merge
 from flexcnn.reporters.base import Reporter, RunInfo, RunResult
 from flexcnn.reporters.wandb.media import end_of_run_media
 from flexcnn.reporters.wandb.mode import Mode, env_mode, resolve_mode
+from flexcnn.reporters.wandb.preemption import StopRequests, server_asked_to_stop
+from flexcnn.reporters.wandb.run_config import run_config, sweep_parameter_names
 from flexcnn.reporters.wandb.service import start_service_in_background
+from flexcnn.signals import interrupt_exit_code
 
 # The package's logger, not this module's: users see and filter one "flexcnn.reporters.wandb".
 log = logging.getLogger("flexcnn.reporters.wandb")
@@ -54,6 +57,7 @@ class WandbRunSettings:
     wandb_dir: Path | None = None  # None: the run folder (self-contained), unless WANDB_DIR is set
     num_samples: int = 32
     log_model: bool = True
+    sweep: bool = False  # started by `wandb agent`: an interrupted run is preempted and requeued
 
 
 def wandb_reporter_for(
@@ -94,6 +98,7 @@ def wandb_reporter_for(
         extra_config=dict(extra_config or {}),
         num_samples=wb.num_samples,
         log_model=wb.log_model,
+        sweep=under_sweep,
     )
     return WandbReporter(settings)
 
@@ -107,6 +112,7 @@ class WandbReporter(Reporter):
         self.run_dir: Path | None = None
         self._restore_env: dict[str, str | None] = {}
         self._config: dict[str, Any] = {}
+        self._stop_requests = StopRequests()  # W&B's server asked the run to stop (UI, sweep early termination)
 
     # ------------------------------------------------------------- start
 
@@ -114,12 +120,14 @@ class WandbReporter(Reporter):
         import wandb
 
         s = self.settings
-        self.run_dir = Path(info.run_dir)
+        # Absolute: the artifact and staged files are referenced by path, and `wandb sync` may run elsewhere.
+        self.run_dir = Path(info.run_dir).absolute()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        root = s.wandb_dir or (None if os.environ.get("WANDB_DIR") else self.run_dir)
+        root = self._wandb_root()
         if "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
             self._set_env("WANDB_MODE", s.mode)  # a blank WANDB_MODE means unset to us, but wandb rejects it
-        config = self._config = deep_merge(info.config.to_dict(), s.extra_config)
+        self._config = deep_merge(info.config.to_dict(), s.extra_config)
+        config = run_config(self._config, mode=s.mode, swept=sweep_parameter_names())
         run_id = self._resume_id(info)
         init: dict[str, Any] = {
             "project": s.project,
@@ -134,6 +142,8 @@ class WandbReporter(Reporter):
         }
         if run_id:
             init.update(id=run_id, resume="allow")
+        elif s.sweep:
+            init["resume"] = "allow"  # the agent's run id (WANDB_RUN_ID): a requeued run continues its history
         try:
             self.run = self._init(wandb, init)
         except BaseException:
@@ -145,6 +155,7 @@ class WandbReporter(Reporter):
         if root is not None and not os.environ.get("WANDB_DATA_DIR"):
             self._set_env("WANDB_DATA_DIR", str(Path(root) / "wandb" / "data"))
         (self.run_dir / "wandb-run-id").write_text(self.run.id + "\n")
+        self._say_if_started_over(info)
         self._define_metrics()
         self.run.summary.update(
             {
@@ -160,6 +171,19 @@ class WandbReporter(Reporter):
         if s.mode == "offline":
             self._offline_notice()
 
+    def _wandb_root(self) -> Path | None:
+        """Where the W&B run's files go: the run folder, unless WANDB_DIR (None: wandb reads it) says otherwise.
+
+        ``wandb agent`` sets WANDB_DIR to its working folder when it is unset; that one is
+        its default, not a choice, and the run folder keeps the run's files as everywhere else.
+        """
+        if self.settings.wandb_dir is not None:
+            return Path(self.settings.wandb_dir).absolute()
+        chosen = os.environ.get("WANDB_DIR")
+        if chosen and not (self.settings.sweep and Path(chosen).resolve() == Path.cwd().resolve()):
+            return None
+        return self.run_dir
+
     def _init(self, wandb: Any, init: dict[str, Any]) -> Any:
         s = self.settings
         try:
@@ -170,6 +194,7 @@ class WandbReporter(Reporter):
             # auto chose online, but the server refused us: keep training, log offline.
             log.warning("W&B online init failed (%s); logging offline instead", type(exc).__name__)
             s.mode, s.reason = "offline", f"online init failed ({type(exc).__name__})"
+            init["config"] = run_config(init["config"], mode="offline")
             return wandb.init(mode="offline", settings=self._wandb_settings(wandb), **init)
 
     def _wandb_settings(self, wandb: Any) -> Any:
@@ -177,6 +202,7 @@ class WandbReporter(Reporter):
         if not any(k in os.environ for k in ("WANDB_SILENT", "WANDB_QUIET")):
             # Offline W&B prints five lines per run that our one notice replaces; online keep the URL.
             settings = {"silent": True} if self.settings.mode == "offline" else {"quiet": True}
+        settings["stop_fn"] = self._stop_requests
         # wandb reads WANDB_INIT_TIMEOUT once per process; Optuna runs many trials in one.
         with contextlib.suppress(KeyError, ValueError):
             settings["init_timeout"] = float(os.environ["WANDB_INIT_TIMEOUT"])
@@ -190,6 +216,22 @@ class WandbReporter(Reporter):
             text = id_file.read_text().strip()
             return text if re.fullmatch(r"[a-z0-9]{1,64}", text) else None
         return None
+
+    def _say_if_started_over(self, info: RunInfo) -> None:
+        """A requeued sweep run whose run folder is on another machine starts over: say so (online only).
+
+        Offline there is no server to ask whether the run id has history already.
+        """
+        if not self.settings.sweep or info.start_epoch > 0 or not getattr(self.run, "resumed", False):
+            return
+        if int(getattr(self.run, "starting_step", 0) or 0) > 0:
+            log.warning(
+                "W&B run %s was preempted before, but its run folder (and last.pt) is not under %s on this "
+                "machine: training starts over from epoch 1, and its W&B history repeats the epochs of the "
+                "earlier attempt. Put logging.output_dir on storage every agent shares to resume instead.",
+                self.run.id,
+                self.run_dir.parent if self.run_dir is not None else "logging.output_dir",
+            )
 
     def _define_metrics(self) -> None:
         run = self.run
@@ -224,21 +266,38 @@ class WandbReporter(Reporter):
     def on_end(self, result: RunResult) -> None:
         if self.run is None:
             return
+        # A sweep run stopped by a signal is preempted (see .preemption): marked so, finished with
+        # 128 + the signal (nonzero), and W&B requeues it; its resumed attempt continues from last.pt.
+        preempted = self._preempted(result)
         try:
-            self._log_end(result)
+            self._log_end(result, preempted=preempted)
         finally:
-            self.run.finish(exit_code=1 if result.status == "failed" else 0)
+            if preempted:
+                self.run.mark_preempting()
+            self.run.finish(exit_code=interrupt_exit_code() if preempted else int(result.status == "failed"))
             self._unset_env()
 
-    def _log_end(self, result: RunResult) -> None:
+    def _preempted(self, result: RunResult) -> bool:
+        """An interrupted sweep run that W&B itself did not ask to stop."""
+        if not (self.settings.sweep and result.status == "interrupted"):
+            return False
+        asked = self._stop_requests.requested.is_set()
+        if asked or (self.settings.mode == "online" and server_asked_to_stop(self.run)):
+            result.extra["stopped_by_wandb"] = True  # `flexcnn train` exits 0, as for a pruned run
+            return False
+        return True
+
+    def _log_end(self, result: RunResult, *, preempted: bool = False) -> None:
         run = self.run
         run.summary.update({k: v for k, v in result.summary.items() if _is_scalar(v)})
-        run.summary["status"] = result.status
-        run.tags = (*[t for t in run.tags if t != result.status], result.status)
+        status = "stopped" if result.extra.get("stopped_by_wandb") else result.status
+        run.summary["status"] = status
+        run.tags = (*[t for t in run.tags if t != status], status)
         media = end_of_run_media(result)
         if media:
             run.log(media)
-        if self.settings.log_model and result.checkpoint is not None and result.checkpoint.is_file():
+        # A preempted run logs its model when its requeued attempt ends, not within the grace period.
+        if self.settings.log_model and not preempted and result.checkpoint is not None and result.checkpoint.is_file():
             self._log_model(result)
 
     def _log_model(self, result: RunResult) -> None:
@@ -259,7 +318,9 @@ class WandbReporter(Reporter):
         artifact = wandb.Artifact(f"model-{self.run.id}", type="model", metadata=metadata)
         # immutable: best.pt is final once the run ends, so reference it in place instead of
         # copying it (a ResNet50 checkpoint is ~100 MB) and keep the run folder self-contained.
-        artifact.add_file(str(result.checkpoint), name="best.pt", policy="immutable", skip_cache=True)
+        # By absolute path: `wandb sync` reads it from there, whichever folder it runs in.
+        checkpoint = result.checkpoint.absolute()
+        artifact.add_file(str(checkpoint), name="best.pt", policy="immutable", skip_cache=True)
         self.run.log_artifact(artifact, aliases=["best", "latest"])
 
     # ------------------------------------------------------------- env
