@@ -16,4 +16,12 @@
 
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # flexcnn.errors.UserError.exit_code
 EXIT_STOPPED = 75
+EXIT_INTERRUPTED = 130
+
+# Endings a scheduler should answer by starting the command again: a signal stopped it with work left.
+# The Kubernetes Job (agents/k8s) ignores these, like evictions; 1 and 2 count against its retries.
+START_AGAIN = (EXIT_STOPPED, EXIT_INTERRUPTED)
