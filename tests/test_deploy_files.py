@@ -429,10 +429,18 @@ def test_the_image_default_command_runs(tmp_path: Path) -> None:
 
 
 def _compose_command_env(tmp_path: Path, service: str) -> tuple[list[str], dict[str, str]]:
-    """The service's entrypoint + command and its environment as compose would resolve it."""
+    """The service's entrypoint + command and its environment as compose would resolve it.
+
+    Its ``*_FILE`` secrets point at files in ``tmp_path``, as compose mounts them (every command reads
+    them at start, and a missing one is an error before anything else).
+    """
     svc = compose_services()[service]
     argv = [shutil.which(entrypoint()[0], path=plain_env(tmp_path)["PATH"]) or "flexcnn", *svc["command"]]
     env = {k: str(v) for k, v in svc["environment"].items() if v is not None}
+    for name in [k for k in env if k.endswith("_FILE")]:
+        secret = tmp_path / Path(env[name]).name
+        secret.write_text("a-mounted-secret\n")
+        env[name] = str(secret)
     return argv, env
 
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from flexcnn.search.storage import with_driver
 from tests.helpers import write_sweep
-from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
+from tests.postgres import PostgresCluster, fresh_database, postgres  # noqa: F401  (the fixture)
 from tests.test_optuna_study import (
     assert_sound,
     flexcnn_cmd,
@@ -155,19 +155,6 @@ def test_four_workers_started_together_on_a_fresh_database_all_finish_ten_times_
             if p.poll() is None:
                 p.kill()
             p.communicate()
-
-
-def fresh_database(cluster: PostgresCluster, name: str) -> str:
-    """A new, empty database on ``cluster``; its URL."""
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(with_driver(cluster.url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return f"{cluster.url.rsplit('/', 1)[0]}/{name}"
 
 
 def _wait_for(folder: Path, pattern: str, count: int, procs: list[subprocess.Popen[str]]) -> None:

@@ -29,7 +29,6 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy
 from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -38,7 +37,7 @@ from flexcnn.cli import cli
 from flexcnn.errors import ConfigError, UserError
 from flexcnn.search.objective import HOST
 from flexcnn.search.reaping import recover_lost_trials
-from flexcnn.search.storage import STORAGE_KINDS, open_storage, parse_storage, with_driver
+from flexcnn.search.storage import STORAGE_KINDS, open_storage, parse_storage
 from flexcnn.search.study import (
     format_counts,
     join_plan,
@@ -52,7 +51,7 @@ from flexcnn.search.study import (
 from flexcnn.search.sweep_file import load_sweep
 from flexcnn.search.workers import WorkerOptions, run_worker
 from tests import helpers
-from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres  # noqa: F401  (the fixture)
 
 # The shared tiny study, on 200 images: storage cases need speed, not accuracy.
 BASE = {**helpers.STUDY_BASE, "data": {**helpers.STUDY_BASE["data"], "limit": 200}}
@@ -75,23 +74,11 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'study.db'}"
     elif kind == "postgresql":
-        url = _fresh_database(request.getfixturevalue("postgres"))
+        url = fresh_database(request.getfixturevalue("postgres"), f"contract_{uuid.uuid4().hex[:12]}")
     else:
         pytest.fail(f"storage kind {kind!r} (flexcnn.search.storage.STORAGE_KINDS) has no fixture in {__file__}")
     assert parse_storage(url).family == kind
     return url
-
-
-def _fresh_database(cluster: PostgresCluster) -> str:
-    """A new, empty database on the module's cluster: each case starts with no studies."""
-    name = f"contract_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(with_driver(cluster.url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return f"{cluster.url.rsplit('/', 1)[0]}/{name}"
 
 
 def reopen(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
