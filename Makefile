@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-image lint bench clean
+.PHONY: setup demo test test-image lint bench bench-gpu search-sim search-curves clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -44,6 +44,21 @@ lint: setup
 
 bench: setup
 	$(UV) run --frozen python -m bench
+
+# Every CUDA row (bench/gpu.py): ResNet50/VGG19 bf16+channels_last vs fp32 and vs published,
+# FlexibleCNN resident vs DataLoader, trials per GPU, the precision grid, run() vs a minimal loop.
+# Under 8 minutes by its own timeout; without a CUDA device it says so and exits 0.
+bench-gpu: setup
+	timeout --kill-after=15 480 $(UV) run --frozen python -m bench.gpu
+
+# Search strategies replayed on the learning-curve benchmark (bench/searchsim): from the committed
+# cache in seconds; FLEXCNN_SIM_RECOMPUTE=all replays everything again (hours on 2 cores).
+search-sim: setup
+	$(UV) run --frozen python -m bench search-sim
+
+# Measure (more) learning curves for that benchmark: resumable, low priority, CPU-second budget.
+search-curves: setup
+	nice -n 19 $(UV) run --frozen python -m bench.searchsim.generate --workers 2 --cpu-budget $${CPU_BUDGET:-7200}
 
 clean:
 	rm -rf .venv .tools runs .pytest_cache

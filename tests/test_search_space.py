@@ -268,9 +268,21 @@ def test_optuna_hyperband_keeps_the_old_mapping() -> None:
         make_pruner("optuna-hyperband", {"type": "hyperband", "min_iter": 5}, max_epochs=5)
 
 
+def test_asha_is_an_explicit_choice_and_hyperband_stays_wandbs_rule() -> None:
+    early = {"type": "hyperband", "min_iter": 3, "eta": 2}  # sweeps/flexcnn.yaml's
+    assert pruner_name(early) == "hyperband"  # the sweep file's early_terminate still means W&B's rule
+    assert isinstance(make_pruner(pruner_name(early), early, max_epochs=6), WandbHyperbandPruner)
+    for spec in (early, None):  # asha ignores early_terminate: from epoch 1, eta 4
+        pruner = make_pruner(pruner_name(spec, "asha"), spec, max_epochs=6)
+        assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+        assert (pruner._min_resource, pruner._reduction_factor, pruner._min_early_stopping_rate) == (1, 4, 0)
+    assert pruner_name(None) == "none"  # no early_terminate: no pruning unless asked
+
+
 @pytest.mark.parametrize(
     ("name", "cls"),
     [
+        ("asha", optuna.pruners.SuccessiveHalvingPruner),
         ("median", optuna.pruners.MedianPruner),
         ("percentile", optuna.pruners.PercentilePruner),
         ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),

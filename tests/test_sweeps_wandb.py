@@ -28,7 +28,7 @@ from flexcnn.config import load_config
 from flexcnn.errors import ConfigError
 from flexcnn.sections import Monitor
 from tests.conftest import REPO
-from tests.helpers import offline_run_dir, read_offline_run
+from tests.helpers import offline_run_dir, read_offline_run, uvx
 
 SWEEPS = REPO / "sweeps"
 SWEEP_FILES = sorted(SWEEPS.glob("*.yaml"))
@@ -59,20 +59,11 @@ print(json.dumps(out))
 """
 
 
-def _uvx() -> str:
-    found = shutil.which("uvx") or next(
-        (str(p) for p in (Path(sys.executable).parent / "uvx", REPO / ".tools" / "bin" / "uvx") if p.is_file()), None
-    )
-    if found is None:
-        pytest.fail("uvx not found on PATH, next to the interpreter or in .tools/bin: run `make setup` to install uv")
-    return found
-
-
 @pytest.fixture(scope="module")
 def wandb_view() -> dict[str, dict[str, Any]]:
     """W&B's own verdict and one sampled run per sweep YAML, keyed by file name."""
     proc = subprocess.run(
-        [_uvx(), "--from", "sweeps", "python", "-c", SAMPLER, *map(str, SWEEP_FILES)],
+        [*uvx(), "--from", "sweeps", "python", "-c", SAMPLER, *map(str, SWEEP_FILES)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -349,10 +340,13 @@ def test_agent_command_runs_offline_and_logs_the_sweep(
         value = spec["value"]
         flat.update({f"{key}.{k}": v for k, v in value.items()} if isinstance(value, dict) else {key: value})
     assert any(isinstance(v, list) for v in flat.values()), "each runnable sweep samples a list-valued parameter"
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     for dotted, value in flat.items():
+        # W&B's column holds the value as the sweep drew it (128); the run resolved it ([128]).
         logged = _at(wb.config, dotted)
-        assert logged == _at(expected, dotted), dotted
         assert logged == value or logged == [value], (dotted, logged, value)
+        assert _at(resolved, dotted) == _at(expected, dotted), dotted
+        assert _at(expected, dotted) in (value, [value]), dotted
     assert wb.config["model"]["kind"] == "flexible_cnn"  # a nested block never replaces its section
 
     confusion = wb.table("media/table/test/confusion_matrix_table")

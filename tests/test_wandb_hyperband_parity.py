@@ -15,11 +15,8 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,7 +26,7 @@ from optuna.trial import TrialState
 from flexcnn.errors import ConfigError
 from flexcnn.search.pruners import make_pruner
 from flexcnn.search.wandb_hyperband import HyperbandRule, WandbHyperbandPruner, run_histories
-from tests.conftest import REPO
+from tests.helpers import uvx
 
 CASES_PER_KIND = 250  # per form (min_iter, max_iter+s) and goal: 1,000 sweeps in all
 STATES = {"running": TrialState.RUNNING, "finished": TrialState.COMPLETE, "failed": TrialState.FAIL}
@@ -61,15 +58,6 @@ for case in json.load(sys.stdin):
         out.append({"error": str(exc)})
 print(json.dumps(out))
 """
-
-
-def _uvx() -> str:
-    found = shutil.which("uvx") or next(
-        (str(p) for p in (Path(sys.executable).parent / "uvx", REPO / ".tools" / "bin" / "uvx") if p.is_file()), None
-    )
-    if found is None:
-        pytest.fail("uvx not found on PATH, next to the interpreter or in .tools/bin: run `make setup` to install uv")
-    return found
 
 
 def _early_terminate(rng: random.Random, form: str) -> dict[str, Any]:
@@ -117,7 +105,7 @@ def _cases() -> list[dict[str, Any]]:
 
 def _wandb_decisions(cases: list[dict[str, Any]]) -> list[Any]:
     proc = subprocess.run(
-        [_uvx(), "--from", "sweeps", "python", "-c", W_AND_B],
+        [*uvx(), "--from", "sweeps", "python", "-c", W_AND_B],
         input=json.dumps(cases),
         capture_output=True,
         text=True,

@@ -63,7 +63,8 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
             "--pruner",
             type=click.Choice(PRUNERS),
             help="Override the pruner (default: hyperband, W&B's rule, when early_terminate is set, else none; "
-            "optuna-hyperband is Optuna's HyperbandPruner).",
+            "optuna-hyperband is Optuna's HyperbandPruner; asha, successive halving from epoch 1, reached "
+            "targets soonest in bench/searchsim).",
         ),
         click.option(
             "--wandb-mode",

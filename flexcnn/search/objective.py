@@ -13,7 +13,8 @@ well uploads its ``confusion.png`` and ``best.pt`` as Optuna artifacts.
 
 Outcomes: completed or early-stopped -> the best value of the metric over the
 epochs (what best.pt holds), and in a study of several objectives the other
-objectives' values after it (parameters, latency); pruned -> ``optuna.TrialPruned``; a NaN loss, an
+objectives' values after it (parameters, latency); pruned, or stopped because another trial reached the study's target
+(flexcnn.search.target) -> ``optuna.TrialPruned``; a NaN loss, an
 invalid parameter combination or any other exception -> ``TrialFailed`` (Optuna
 records FAIL and the worker goes on); stopped by the worker (SIGTERM/Ctrl-C)
 -> ``WorkerStopping``, recorded FAIL and re-queued by the worker.
@@ -40,6 +41,7 @@ from flexcnn.search.artifacts import upload_trial_files
 from flexcnn.search.objectives import ObjectiveSpec, objective_values
 from flexcnn.search.space import SearchSpace, format_value
 from flexcnn.search.storage import StorageError
+from flexcnn.search.target import TargetReporter
 
 if TYPE_CHECKING:
     import optuna
@@ -115,6 +117,8 @@ class TrialSettings:
     stop: threading.Event = field(default_factory=threading.Event)
     objectives: tuple[ObjectiveSpec, ...] = ()  # () or one: the metric alone
     artifacts: ArtifactStore | None = None
+    target: float | None = None  # the metric's target: trials stop once another reached it
+    maximize: bool = True  # the metric's direction, for the target
 
     @property
     def multi(self) -> bool:
@@ -221,6 +225,8 @@ class Objective:
             metric=s.metric,
         )
         progress = [ProgressReporter(trial)] if s.multi else []
+        if s.target is not None:
+            progress.append(TargetReporter(trial, s.metric, s.target, s.maximize))
         return [*build_reporters(context), *progress, StopFlagReporter(s.stop)]
 
     def _run(self, config: RunConfig, reporters: list[Reporter], run_dir: Path, resume: bool, number: int) -> RunResult:

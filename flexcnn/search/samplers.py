@@ -41,6 +41,21 @@ def sampler_name(method: str, override: str | None = None) -> str:
     return METHOD_SAMPLER[method]
 
 
+def worker_seed(seed: int, worker_index: int) -> int:
+    """Worker ``worker_index``'s sampler seed: the k-th child of ``numpy.random.SeedSequence(seed)``.
+
+    ``seed + worker_index`` made streams collide across studies: seed 1's worker 1 drew
+    exactly what seed 2's worker 0 drew. Spawned children are independent of each other and of
+    every other study seed's children (NumPy's guarantee for ``SeedSequence.spawn``), and the
+    same (seed, worker) always gives the same stream.
+    """
+    import numpy as np
+
+    # SeedSequence(seed, spawn_key=(k,)) is SeedSequence(seed).spawn(k + 1)[k], without the k siblings.
+    child = np.random.SeedSequence(seed, spawn_key=(worker_index,))
+    return int(child.generate_state(1, dtype=np.uint32)[0])
+
+
 def startup_trials(n_trials: int) -> int:
     """Random trials before TPE models the space: about a quarter of the budget, 3 to 10."""
     return max(3, min(10, n_trials // 4))
@@ -57,9 +72,9 @@ def make_sampler(
 ) -> BaseSampler:
     """Build sampler ``name`` for ``space``; UserError when it needs a package that is missing.
 
-    Random-stream samplers get ``seed + worker_index`` so that seeded workers do
-    not draw the same sequence; grid and QMC pick points by trial number and
-    need the same seed in every worker.
+    Random-stream samplers get :func:`worker_seed` (``seed``, ``worker_index``), so that
+    seeded workers do not draw the same sequence; grid and QMC pick points by trial
+    number and need the same seed in every worker.
     """
     import optuna
 
@@ -79,7 +94,7 @@ def _build(name: str, space: SearchSpace, seed: int | None, worker_index: int, n
 
     shared = SHARED_SEED if seed is None else seed
     if seed is not None:
-        seed += worker_index
+        seed = worker_seed(seed, worker_index)
     if name == "grid":
         return optuna.samplers.GridSampler(space.grid(), seed=shared)
     if name == "random":

@@ -45,6 +45,7 @@ from flexcnn.search.say import Say, print_line
 from flexcnn.search.storage import StorageError, StorageSpec, open_storage, parse_storage
 from flexcnn.search.study import StudyPlan, join_plan, open_study, output_root
 from flexcnn.search.sweep_file import load_sweep
+from flexcnn.search.target import STOPPED_ATTR, reached_by
 
 if TYPE_CHECKING:
     import optuna
@@ -138,6 +139,8 @@ def run_worker(
         stop=stop,
         objectives=plan.settings.specs,
         artifacts=artifacts,
+        target=plan.settings.target,
+        maximize=plan.settings.direction == "maximize",
     )
     objective = Objective(settings, say=say)
     import flexcnn.run  # noqa: F401  the training stack, now rather than inside the first trial's clock
@@ -262,9 +265,7 @@ def _run_one_trial(
 
 
 def _reached(trials: list[FrozenTrial], target: float, maximize: bool) -> bool:
-    # The target is the metric's, the first value in a study of several objectives too.
-    values = [t.values[0] for t in trials if t.state.name == "COMPLETE" and t.values]
-    return any(v >= target if maximize else v <= target for v in values)
+    return reached_by(trials, target, maximize) is not None
 
 
 def _trial_line(label: str, trial: FrozenTrial, metric: str, others: list[str] | None = None) -> str:
@@ -279,7 +280,8 @@ def _trial_line(label: str, trial: FrozenTrial, metric: str, others: list[str] |
         last = max(trial.intermediate_values) if trial.intermediate_values else 0
         value = trial.intermediate_values.get(last)
         shown = f" {metric} {value:.4f}" if value is not None else ""
-        return f"[{label}] trial {trial.number} PRUNED at epoch {last}{shown}{seconds}"
+        why = f" (stopped: {trial.user_attrs[STOPPED_ATTR]})" if STOPPED_ATTR in trial.user_attrs else ""
+        return f"[{label}] trial {trial.number} PRUNED at epoch {last}{shown}{seconds}{why}"
     reason = trial.user_attrs.get("reason", "")
     return f"[{label}] trial {trial.number} {trial.state.name}{seconds}" + (f": {reason}" if reason else "")
 
