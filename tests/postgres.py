@@ -106,6 +106,24 @@ def running_cluster() -> Iterator[PostgresCluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def fresh_database(cluster: PostgresCluster, name: str | None = None) -> str:
+    """A new, empty database on ``cluster`` (named ``name``, else a random name); its URL."""
+    import uuid
+
+    import sqlalchemy
+
+    from flexcnn.search.storage import with_driver
+
+    name = name or f"db_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(with_driver(cluster.url), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return f"{cluster.url.rsplit('/', 1)[0]}/{name}"
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
     """Start a fresh cluster for the module's tests; stop and delete it afterwards."""

@@ -20,13 +20,15 @@ from pathlib import Path
 import pytest
 
 from flexcnn.agents import parse_gpu_spec, select_gpus
-from flexcnn.agents.children import agent_specs, resolve_secret_files, wandb_agent_argv
+from flexcnn.agents.children import agent_specs, wandb_agent_argv
 from flexcnn.agents.gpus import Discovery, NoGPUError, discover_gpus
 from flexcnn.agents.redact import redact
 from flexcnn.errors import UserError
+from flexcnn.exit_codes import EXIT_STOPPED
 from flexcnn.hardware import threads_per_worker
 from flexcnn.processes import RestartPolicy
 from flexcnn.search.worker_argv import optuna_worker_argv
+from flexcnn.secret_files import resolve_secret_files
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,7 +62,7 @@ CHILD = textwrap.dedent(
     def on_term(signum, frame):
         rec["signals"].append("SIGTERM")
         (out / f"term{slot}").touch()
-        if mode == "trial":  # finish the current trial, then exit 0 (what an Optuna worker does)
+        if mode == "trial":  # finish the current trial, then exit (what an Optuna worker does)
             stop.append(signum)
 
     signal.signal(signal.SIGTERM, on_term)
@@ -70,7 +72,8 @@ CHILD = textwrap.dedent(
             time.sleep(0.02)
         time.sleep(0.3)  # the rest of the trial
         save("completed")
-        sys.exit(0)
+        # 0: that trial finished the study; 75 (EXIT_STOPPED): trials are left, start me again
+        sys.exit(int(os.environ.get("AGENT_TEST_STOP_CODE", "0")))
     except KeyboardInterrupt:  # SIGINT: checkpoint now and say so
         rec["signals"].append("SIGINT")
         save("interrupted")
@@ -277,6 +280,20 @@ def test_sigterm_lets_both_children_finish_their_trial(child, tmp_path: Path) ->
     assert starts(tmp_path, 0) == starts(tmp_path, 1) == 1  # a stopped child is not restarted
 
 
+def test_agents_stopped_with_work_left_exit_75_so_a_scheduler_starts_them_again(child, tmp_path: Path) -> None:
+    # An evicted pod: each worker records its trial and exits EXIT_STOPPED, as does the agent. Kubernetes'
+    # podFailurePolicy (DisruptionTarget: Ignore) recreates the pod; on 0 it would count the index as done.
+    argv, env = child("trial", AGENT_TEST_STOP_CODE=str(EXIT_STOPPED))
+    proc = start_agents(["run", "--gpus", "0,1", "--cpu", "--", *argv], env)
+    wait_for(lambda: (tmp_path / "ready0").exists() and (tmp_path / "ready1").exists(), 30, "both children", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_STOPPED == 75, err
+    assert all(r["trial"] == "completed" for r in records(tmp_path).values())
+    assert "gpu0: exited with code 75 after the stop request" in err and "ERROR" not in err
+    assert starts(tmp_path, 0) == starts(tmp_path, 1) == 1
+
+
 def test_second_signal_interrupts_the_trials(child, tmp_path: Path) -> None:
     argv, env = child("stubborn")  # ignores SIGTERM (a long trial), stops on SIGINT
     proc = start_agents(["run", "--gpus", "0,1", "--cpu", "--", *argv], env)
@@ -287,9 +304,10 @@ def test_second_signal_interrupts_the_trials(child, tmp_path: Path) -> None:
     assert proc.poll() is None  # still waiting for the trials
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    assert proc.returncode == EXIT_STOPPED, err  # interrupted trials: work is left, start the agents again
     recs = records(tmp_path)
     assert all(r["signals"] == ["SIGTERM", "SIGINT"] and r["trial"] == "interrupted" for r in recs.values()), recs
+    assert "stopped before the agents' work was done: exit code 75" in err
 
 
 def test_grace_period_interrupts_trials_that_do_not_end(child, tmp_path: Path) -> None:
@@ -298,7 +316,7 @@ def test_grace_period_interrupts_trials_that_do_not_end(child, tmp_path: Path) -
     wait_for(lambda: (tmp_path / "ready0").exists(), 30, "the child", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    assert proc.returncode == EXIT_STOPPED, err
     assert records(tmp_path)["slot0"]["trial"] == "interrupted"
     assert "still running 0.5 s after the stop request: interrupting" in err
 
@@ -476,7 +494,7 @@ def test_optuna_workers_on_two_slots_stop_cleanly_with_their_trials_recorded(tmp
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, out
+    assert proc.returncode == EXIT_STOPPED, out  # 50 trials asked for: the study is not finished
     study = optuna.load_study(
         study_name="e2e", storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     )
@@ -488,4 +506,4 @@ def test_optuna_workers_on_two_slots_stop_cleanly_with_their_trials_recorded(tmp
     # each worker recorded the trial it was running, with how it ended
     assert {t.user_attrs["worker"]["pid"] for t in recorded} == set(kids)
     assert all(t.user_attrs.get("status") for t in recorded), [t.user_attrs for t in recorded]
-    assert "exited with code 0 after the stop request" in out
+    assert "exited with code 75 after the stop request" in out and "asked to stop before the study was finished" in out

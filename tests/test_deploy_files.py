@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from flexcnn.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_STOPPED, EXIT_USAGE, START_AGAIN
 from flexcnn.hardware import threads_per_worker
 from tests.conftest import REPO
 from tests.helpers import uvx
@@ -357,18 +358,37 @@ def test_k8s_job_validates_against_the_kubernetes_schema(version: str) -> None:
     assert out.returncode == 0 and "passed" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
-def test_k8s_job_retries_crashed_pods_but_not_evicted_ones() -> None:
-    """An evicted or preempted pod (DisruptionTarget) must not use up its index's retries; a crash must."""
+def pod_failure_action(policy: dict[str, Any], container: str, exit_code: int, conditions: set[str]) -> str:
+    """What a Job does with a failed pod under ``policy`` (Kubernetes' rules: the first match wins, else Count)."""
+    for rule in policy["rules"]:
+        on_codes, on_conditions = rule.get("onExitCodes"), rule.get("onPodConditions", [])
+        if on_codes is not None:
+            named = on_codes.get("containerName") in (None, container)
+            inside = exit_code in on_codes["values"]
+            if named and exit_code != 0 and inside == (on_codes["operator"] == "In"):
+                return str(rule["action"])
+        if any(c["type"] in conditions and c.get("status", "True") == "True" for c in on_conditions):
+            return str(rule["action"])
+    return "Count"
+
+
+def test_k8s_job_restarts_evicted_and_stopped_pods_and_counts_crashes() -> None:
+    """Evicted, preempted or signalled pods must not use up their index's retries; a crash or bad input must."""
     spec = k8s_job()["spec"]
     assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
     assert spec["backoffLimitPerIndex"] >= 1
-    rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
-    for rule in rules:
-        assert rule["action"] in ("Ignore", "Count", "FailIndex", "FailJob"), rule
-        # nothing else is ignored: a crash matches no Ignore rule and counts against backoffLimitPerIndex
-        if rule["action"] == "Ignore":
-            assert "onExitCodes" not in rule and rule["onPodConditions"][0]["type"] == "DisruptionTarget"
+    policy, container = spec["podFailurePolicy"], k8s_container()["name"]
+
+    def action(code: int, *conditions: str) -> str:
+        return pod_failure_action(policy, container, code, set(conditions))
+
+    # flexcnn's endings (flexcnn.exit_codes), and a container the kubelet killed (137) or one that died (139)
+    assert action(EXIT_FAILED) == action(EXIT_USAGE) == action(137) == action(139) == "Count"
+    assert [action(code) for code in START_AGAIN] == ["Ignore"] * len(START_AGAIN)
+    assert EXIT_STOPPED in START_AGAIN and EXIT_INTERRUPTED in START_AGAIN
+    # whatever the exit code, a pod the cluster took away is started again
+    assert {action(code, "DisruptionTarget") for code in (EXIT_FAILED, EXIT_STOPPED, 137)} == {"Ignore"}
+    assert {rule["action"] for rule in policy["rules"]} == {"Ignore"}  # no FailJob: one bad pod never ends all
 
 
 def test_compose_and_k8s_name_the_same_image_command_and_variables() -> None:
@@ -395,10 +415,18 @@ def test_the_image_default_command_runs(tmp_path: Path) -> None:
 
 
 def _compose_command_env(tmp_path: Path, service: str) -> tuple[list[str], dict[str, str]]:
-    """The service's entrypoint + command and its environment as compose would resolve it."""
+    """The service's entrypoint + command and its environment as compose would resolve it.
+
+    Its ``*_FILE`` secrets point at files in ``tmp_path``, as compose mounts them (every command reads
+    them at start, and a missing one is an error before anything else).
+    """
     svc = compose_services()[service]
     argv = [shutil.which(entrypoint()[0], path=plain_env(tmp_path)["PATH"]) or "flexcnn", *svc["command"]]
     env = {k: str(v) for k, v in svc["environment"].items() if v is not None}
+    for name in [k for k in env if k.endswith("_FILE")]:
+        secret = tmp_path / Path(env[name]).name
+        secret.write_text("a-mounted-secret\n")
+        env[name] = str(secret)
     return argv, env
 
 

@@ -13,12 +13,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from flexcnn.errors import UserError
 from flexcnn.processes import ChildSpec
-
-# NAME_FILE -> NAME for the secrets a child may need: a Docker/Kubernetes secret
-# mounted as a file keeps the value out of `docker inspect` and the image.
-SECRET_FILE_VARS = ("WANDB_API_KEY", "PGPASSWORD")
+from flexcnn.secret_files import resolve_secret_files
 
 
 def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
@@ -33,25 +29,6 @@ def wandb_agent_argv(sweep_id: str, *, count: int | None) -> list[str]:
     if count is not None:
         argv += ["--count", str(count)]
     return [*argv, sweep_id]
-
-
-def resolve_secret_files(env: Mapping[str, str], names: Sequence[str] = SECRET_FILE_VARS) -> dict[str, str]:
-    """A copy of ``env`` where each ``NAME_FILE`` is read into ``NAME`` (the value itself is never logged)."""
-    out = dict(env)
-    for name in names:
-        path = env.get(f"{name}_FILE")
-        if not path:
-            continue
-        if env.get(name):
-            raise UserError(f"both {name} and {name}_FILE are set; set only one of them")
-        try:
-            value = Path(path).read_text().strip()
-        except OSError as exc:
-            raise UserError(f"{name}_FILE={path}: cannot read the secret file ({exc.strerror or exc})") from None
-        if not value:
-            raise UserError(f"{name}_FILE={path}: the secret file is empty")
-        out[name] = value
-    return out
 
 
 def slot_name(gpu: str) -> str:

@@ -8,6 +8,7 @@ import sys
 import click
 
 from flexcnn.errors import UserError
+from flexcnn.secret_files import load_secret_files
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -15,6 +16,8 @@ from flexcnn.errors import UserError
 def cli() -> None:
     """Train image classifiers and sweep their hyperparameters with W&B or Optuna."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # WANDB_API_KEY_FILE / PGPASSWORD_FILE -> WANDB_API_KEY / PGPASSWORD, for this command and what it starts.
+    load_secret_files()
 
 
 def _register_commands() -> None:

@@ -7,11 +7,14 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from flexcnn.errors import UserError
+
+if TYPE_CHECKING:
+    from flexcnn.processes import SupervisorReport
 
 
 def _agent_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -199,4 +202,20 @@ def _run(
             err=True,
         )
     # sys.exit, not ctx.exit: main() runs click with standalone_mode=False, which swallows ctx.exit's code.
-    sys.exit(report.exit_code)
+    sys.exit(_exit_code(report))
+
+
+def _exit_code(report: SupervisorReport) -> int:
+    """The supervisor's code (1 failed, 130 killed), or EXIT_STOPPED when a stop signal came before the work was done.
+
+    An agent that ends 0 after the signal finished its work (an Optuna worker whose study is
+    complete); any other ending means there is work left, and a scheduler should start us again.
+    """
+    from flexcnn.exit_codes import EXIT_STOPPED
+
+    if report.exit_code or not report.stop_level:
+        return report.exit_code
+    if all(slot.exit_codes[-1:] == [0] for slot in report.slots):
+        return 0
+    click.echo(f"stopped before the agents' work was done: exit code {EXIT_STOPPED} (start again to go on)", err=True)
+    return EXIT_STOPPED

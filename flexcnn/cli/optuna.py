@@ -21,12 +21,13 @@ if TYPE_CHECKING:
 
 STORAGE_HELP = (
     "Study storage: a journal file (PATH.log, PATH.journal, journal:PATH; default ./optuna-journal.log), "
-    "sqlite:///PATH, or postgresql://USER:PASS@HOST/DB for many machines."
+    "sqlite:///PATH, or postgresql://USER:PASS@HOST/DB for many machines (env FLEXCNN_STORAGE; "
+    "PGPASSWORD or PGPASSWORD_FILE for a password not in the URL)."
 )
 
 sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
 study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
-storage_option = click.option("--storage", metavar="URL", help=STORAGE_HELP)
+storage_option = click.option("--storage", metavar="URL", envvar="FLEXCNN_STORAGE", help=STORAGE_HELP)
 ARTIFACTS_HELP = (
     "Where trials' confusion.png and best.pt go as Optuna artifacts, for optuna-dashboard: a folder, "
     "s3://BUCKET (needs boto3) or none (default: STORAGE_FILE-artifacts/ next to a journal or SQLite file)."
@@ -169,7 +170,8 @@ def worker_command(worker_index: int, label: str | None, **kwargs: object) -> No
     """Join (or create) the study and run its trials in this process until it has N finished trials.
 
     Start one per GPU or machine against a shared storage. SIGTERM lets the
-    current trial finish its epoch, records and re-queues it, and exits 0.
+    current trial finish its epoch, records and re-queues it, and exits 75 (0
+    when the study is finished anyway), so a scheduler knows to start it again.
     """
     import socket
 

@@ -31,11 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from flexcnn.exit_codes import EXIT_STOPPED
 from flexcnn.processes.events import ChildExit, Outcome, SlotReport, StopRequest, SupervisorHooks, SupervisorReport
 from flexcnn.processes.spec import FINISH_INTERRUPT_KILL, STOP_SIGNALS, ChildSpec, RestartPolicy, StopStep
 
-# Exit statuses that mean "I stopped because I was asked to" (0, 128+signal, or killed by it).
-_STOPPED_CODES = frozenset({0, 128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM})
+# Exit statuses that mean "I stopped because I was asked to" (0, EXIT_STOPPED, 128+signal, or killed by it).
+_STOPPED_CODES = frozenset(
+    {0, EXIT_STOPPED, 128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+)
 
 
 @dataclass

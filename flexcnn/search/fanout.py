@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from flexcnn.exit_codes import EXIT_STOPPED
 from flexcnn.hardware import worker_env
 from flexcnn.processes import ChildExit, ChildSpec, RestartPolicy, StopRequest, StopStep, Supervisor, SupervisorHooks
 from flexcnn.search.reaping import reap_dead_trials
@@ -53,7 +54,8 @@ def run_workers(opts: WorkerOptions, workers: int, study: optuna.Study, say: Say
     if report.stop_level:
         return 130
     # A killed worker is not a failed one: its trial was re-queued and others finished the study.
-    codes = [code for slot in report.slots for code in slot.exit_codes if code >= 0]
+    # Nor is one stopped by a signal of its own (EXIT_STOPPED): it re-queued its trial itself.
+    codes = [code for slot in report.slots for code in slot.exit_codes if code >= 0 and code != EXIT_STOPPED]
     return 0 if all(code == 0 for code in codes) else 1
 
 

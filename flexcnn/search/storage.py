@@ -12,32 +12,40 @@ RDB storages get heartbeats: a trial whose worker stops beating for
 ``grace`` seconds is marked FAIL and re-queued (RetryHeartbeatStaleTrialCallback),
 so a killed worker's trial runs again. The journal has no heartbeats; workers on
 one machine instead check whether the process that owns a RUNNING trial is
-still alive (``flexcnn.search.reaping``).
+still alive (``flexcnn.search.reaping``). A database that goes away is waited
+for (``flexcnn.search.rdb``).
+
+Every storage opened here carries a lock its processes share
+(:func:`storage_lock`, :mod:`flexcnn.search.locks`), so any number of them may
+start together on an empty storage: creating the tables, creating a study and
+claiming a trial of the budget happen one process at a time.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import importlib.util
 import logging
-import re
 import sqlite3
-import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from flexcnn.errors import UserError
+from flexcnn.search.locks import advisory_lock, file_lock, lock_file_for
+from flexcnn.search.rdb import (  # noqa: F401  StorageError, is_connection_error: re-exported
+    StorageError,
+    is_connection_error,
+    mask_password,
+    resilient_class,
+)
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
 
-log = logging.getLogger(__name__)
-
 DEFAULT_STORAGE = "optuna-journal.log"
-# How long a worker waits for a database that went away (restart, failover, network) before it gives up.
-PATIENCE_SECONDS = 300.0
 RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 # A retried trial that keeps dying (a config that always OOMs) is not retried forever.
 MAX_RETRIES = 3
@@ -59,10 +67,6 @@ STORAGE_KINDS = (
     StorageKind("postgresql", "postgresql://USER@HOST/DB"),
 )
 FORMS = ", ".join(kind.forms for kind in STORAGE_KINDS[:-1]) + f" or {STORAGE_KINDS[-1].forms}"
-
-
-class StorageError(UserError):
-    """The storage URL is malformed or the storage cannot be reached."""
 
 
 @dataclass(frozen=True)
@@ -113,16 +117,12 @@ def parse_storage(url: str | None) -> StorageSpec:
     raise StorageError(f"storage {url!r} is not understood; expected {FORMS}")
 
 
-def mask_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
-
-
 def open_storage(spec: StorageSpec, *, heartbeat: int | None = None, create: bool = True) -> BaseStorage:
     """Open the storage; ``heartbeat`` seconds turns on stale-trial detection and retry (RDB only).
 
     ``create=False`` (status, best) refuses a journal or SQLite file that does not exist yet
-    instead of creating an empty one.
+    instead of creating an empty one. Any number of processes may open one empty storage at
+    the same moment: the first creates Optuna's tables, the others wait for it and find them.
     """
     import optuna
 
@@ -132,50 +132,116 @@ def open_storage(spec: StorageSpec, *, heartbeat: int | None = None, create: boo
             raise StorageError(f"storage {spec.display}: {path} does not exist (no study has been run there)")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if spec.kind == "journal":
-        from optuna.storages.journal import JournalFileBackend
+    storage = _open_journal(spec) if spec.kind == "journal" else _open_rdb(spec, heartbeat)
+    storage.flexcnn_lock = _lock_factory(spec, storage)  # type: ignore[attr-defined]
+    return storage
 
-        path = Path(spec.url)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            backend = JournalFileBackend(str(path))
-        except OSError as exc:
-            raise StorageError(f"cannot open journal file {path}: {exc}") from None
-        return optuna.storages.JournalStorage(backend)
+
+def storage_lock(storage: BaseStorage, name: str) -> AbstractContextManager[None]:
+    """A lock named ``name`` that every process on this storage shares (:mod:`flexcnn.search.locks`).
+
+    Hold it for a moment (a read and a write), never for a trial. A storage not
+    opened by :func:`open_storage`, or a MySQL one, has none: the block runs unlocked.
+    """
+    lock = getattr(storage, "flexcnn_lock", None)
+    return lock(name) if lock is not None else contextlib.nullcontext()
+
+
+def _lock_factory(spec: StorageSpec, storage: BaseStorage) -> Callable[[str], AbstractContextManager[None]]:
+    path = spec.url if spec.kind == "journal" else _sqlite_path(spec.url)
+    if path and path != ":memory:":
+        # One lock file per storage file, whatever the name: the sections are short and never nested.
+        return lambda _name: file_lock(lock_file_for(path))
+    if spec.family == "postgresql":
+        return storage.shared_lock  # type: ignore[attr-defined,no-any-return]
+    return lambda _name: contextlib.nullcontext()
+
+
+def _open_journal(spec: StorageSpec) -> BaseStorage:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(spec.url)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path))
+    except OSError as exc:
+        raise StorageError(f"cannot open journal file {path}: {exc}") from None
+    return optuna.storages.JournalStorage(backend)
+
+
+def _open_rdb(spec: StorageSpec, heartbeat: int | None) -> BaseStorage:
+    import optuna
 
     url = with_driver(spec.url)
     engine_kwargs: dict[str, object] = {}
     if url.startswith("sqlite"):
-        _prepare_sqlite(url)
         engine_kwargs["connect_args"] = {"timeout": 60.0}
     else:
         engine_kwargs["pool_pre_ping"] = True  # drop connections a server restart killed
-    kwargs: dict[str, object] = {}
-    if heartbeat is not None:
-        if heartbeat < 1:
-            raise StorageError(f"--heartbeat must be at least 1 second, got {heartbeat}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRIES, inherit_intermediate_values=True
-            )
-        kwargs = {
-            "heartbeat_interval": heartbeat,
-            # Several missed beats, not one: a busy machine can delay a beat by seconds.
-            "grace_period": max(3 * heartbeat, heartbeat + 2),
-            "heartbeat_stale_trial_callback": callback,
-        }
+    kwargs = _heartbeat_kwargs(heartbeat) if heartbeat is not None else {}
+    # What RDBStorage imports on first use (a second or so), imported before queueing for the lock;
+    # alembic announces its plugins at INFO as it loads, which Optuna would have silenced first.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import alembic.migration  # noqa: F401
+    import sqlalchemy.orm  # noqa: F401
+
+    storage_class = resilient_class()
     try:
-        with warnings.catch_warnings():
+        with _schema_lock(spec, url), warnings.catch_warnings():
+            if url.startswith("sqlite"):
+                _prepare_sqlite(url)
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = _resilient_class()(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
+            # RDBStorage creates Optuna's tables and stamps their version: one process at a time.
+            storage = storage_class(url, engine_kwargs=engine_kwargs, **kwargs)  # type: ignore[arg-type]
             storage.display = spec.display
-            return storage
+            return storage  # type: ignore[no-any-return]
+    except StorageError:
+        raise
     except ImportError as exc:
         raise StorageError(f"storage {spec.display}: the database driver is not installed ({exc})") from None
     except Exception as exc:  # SQLAlchemy's OperationalError and friends: not reachable, bad credentials
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open storage {spec.display}: {mask_password(first)}") from None
+
+
+def _heartbeat_kwargs(heartbeat: int) -> dict[str, object]:
+    import optuna
+
+    if heartbeat < 1:
+        raise StorageError(f"--heartbeat must be at least 1 second, got {heartbeat}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRIES, inherit_intermediate_values=True
+        )
+    return {
+        "heartbeat_interval": heartbeat,
+        # Several missed beats, not one: a busy machine can delay a beat by seconds.
+        "grace_period": max(3 * heartbeat, heartbeat + 2),
+        "heartbeat_stale_trial_callback": callback,
+    }
+
+
+@contextlib.contextmanager
+def _schema_lock(spec: StorageSpec, url: str) -> Iterator[None]:
+    """Serialise opening an RDB storage, which may create its tables, across processes."""
+    path = _sqlite_path(url)
+    if path and path != ":memory:":
+        with file_lock(lock_file_for(path)):
+            yield
+    elif spec.family == "postgresql":
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            with advisory_lock(engine, "schema"):
+                yield
+        finally:
+            engine.dispose()
+    else:
+        yield
 
 
 def with_driver(url: str) -> str:
@@ -197,11 +263,10 @@ def _sqlite_path(url: str) -> str:
 
 
 def _prepare_sqlite(url: str) -> None:
-    """Create the folder and switch the database to WAL (persistent), so readers do not block writers."""
+    """Switch the database to WAL (persistent), so readers do not block writers."""
     path = _sqlite_path(url)
     if not path or path == ":memory:":
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(path, timeout=60.0)
         try:
@@ -210,107 +275,3 @@ def _prepare_sqlite(url: str) -> None:
             conn.close()
     except sqlite3.Error as exc:
         raise StorageError(f"cannot open SQLite database {path}: {exc}") from None
-
-
-# --------------------------------------------------------------------------- riding out database outages
-
-# RDBStorage methods that touch the database. A dropped connection makes them raise;
-# the resilient storage waits for the database instead, so a restart costs a pause, not the study.
-_RETRIED = (
-    "create_new_study",
-    "delete_study",
-    "set_study_user_attr",
-    "set_study_system_attr",
-    "get_study_id_from_name",
-    "get_study_name_from_id",
-    "get_study_directions",
-    "get_study_user_attrs",
-    "get_study_system_attrs",
-    "get_trial_user_attrs",
-    "get_trial_system_attrs",
-    "get_all_studies",
-    "create_new_trial",
-    "set_trial_param",
-    "get_trial_param",
-    "set_trial_state_values",
-    "set_trial_intermediate_value",
-    "set_trial_user_attr",
-    "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number",
-    "get_trial",
-    "get_all_trials",
-    "get_best_trial",
-    "record_heartbeat",
-    "_get_stale_trial_ids",
-)
-
-
-def is_connection_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is the database being unreachable, not a bad request."""
-    import sqlalchemy.exc as sa
-
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, sa.OperationalError | sa.InterfaceError | sa.DisconnectionError):
-            return True  # includes SQLite's "database is locked": waiting is the cure there too
-        if isinstance(current, sa.DBAPIError) and current.connection_invalidated:
-            return True
-        if isinstance(current, sa.PendingRollbackError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-@functools.cache
-def _resilient_class() -> type:
-    import optuna
-
-    class ResilientRDBStorage(optuna.storages.RDBStorage):
-        """RDBStorage that waits (up to PATIENCE_SECONDS) for a database that went away.
-
-        A retried write whose commit reached the server just before the connection
-        dropped can apply twice; for trial attributes and heartbeats that is harmless.
-        """
-
-        display = "database"
-        patience = PATIENCE_SECONDS
-        outage = False  # one warning per outage, whichever thread (main, heartbeat) meets it first
-
-    def retrying(name: str, method: Any) -> Any:
-        @functools.wraps(method)
-        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-            started, delay, warned = time.monotonic(), 0.5, False
-            while True:
-                try:
-                    result = method(self, *args, **kwargs)
-                except Exception as exc:
-                    if not is_connection_error(exc):
-                        raise
-                    waited = time.monotonic() - started
-                    if waited >= self.patience:
-                        if name == "record_heartbeat":
-                            return None  # a missed beat; never kill the heartbeat thread with a traceback
-                        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                        raise StorageError(
-                            f"storage {self.display} unreachable for {waited:.0f} s ({mask_password(first)})"
-                        ) from None
-                    if not warned and not self.outage:
-                        log.warning("storage %s unreachable; waiting up to %.0f s for it", self.display, self.patience)
-                        warned = self.outage = True
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-                    continue
-                if warned:
-                    log.warning("storage %s reachable again after %.0f s", self.display, time.monotonic() - started)
-                    self.outage = False
-                return result
-
-        return call
-
-    for name in _RETRIED:
-        method = getattr(optuna.storages.RDBStorage, name, None)
-        if method is not None:
-            setattr(ResilientRDBStorage, name, retrying(name, method))
-    return ResilientRDBStorage

@@ -35,6 +35,7 @@ from flexcnn.search.objectives import ObjectiveSpec, decode, encode, multi_sampl
 from flexcnn.search.pruners import make_pruner, pruner_name
 from flexcnn.search.samplers import make_sampler, sampler_name
 from flexcnn.search.space import SearchSpace, build_space, format_value
+from flexcnn.search.storage import storage_lock
 from flexcnn.search.sweep_file import SweepSpec
 
 if TYPE_CHECKING:
@@ -262,28 +263,31 @@ def open_study(
     """Create the study or join it; refuse a study whose stored search space or metric differ.
 
     ``update_budget`` stores this plan's trial budget in an existing study (a
-    ``run`` with a larger ``--n-trials`` extends the study).
+    ``run`` with a larger ``--n-trials`` extends the study). Workers that start
+    together take turns (:func:`~flexcnn.search.storage.storage_lock`): the first
+    creates the study with its settings, the others find both.
     """
     import optuna
 
     specs = plan.settings.specs
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=[s.direction for s in specs],
-        sampler=plan.sampler(seed=seed, worker_index=worker_index),
-        pruner=plan.pruner(),
-        load_if_exists=True,
-    )
-    directions = [d.name.lower() for d in study.directions]
-    if study.metric_names is None and len(directions) == len(specs):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([s.name for s in specs])  # the dashboard's and the plots' axis names
-    stored = StudySettings.from_attr(study.user_attrs.get(ATTR))
-    if stored is None:
-        study.set_user_attr(ATTR, plan.settings.to_attr())
-        return study
+    with storage_lock(storage, f"study:{name}"):
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=[s.direction for s in specs],
+            sampler=plan.sampler(seed=seed, worker_index=worker_index),
+            pruner=plan.pruner(),
+            load_if_exists=True,
+        )
+        directions = [d.name.lower() for d in study.directions]
+        if study.metric_names is None and len(directions) == len(specs):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([s.name for s in specs])  # the dashboard's and the plots' axis names
+        stored = StudySettings.from_attr(study.user_attrs.get(ATTR))
+        if stored is None:
+            study.set_user_attr(ATTR, plan.settings.to_attr())
+            return study
     check_compatible(name, stored, plan.settings, directions)
     if update_budget and stored.n_trials != plan.settings.n_trials:
         study.set_user_attr(ATTR, {**stored.to_attr(), "n_trials": plan.settings.n_trials})

@@ -2,10 +2,11 @@
 
 A worker joins (or creates) the study and runs trials one after another until
 the study has N finished (COMPLETE or PRUNED) trials, the metric's target is
-reached, a grid is exhausted, its time is up, or it is asked to stop. Before
-each trial it counts what others are running, so K workers finish N trials
-rather than N + K - 1; when the rest of the budget is in other workers' hands
-it waits, in case one of them fails.
+reached, a grid is exhausted, its time is up, or it is asked to stop. It starts
+a trial only while finished + running trials leave room in the budget, counted
+and claimed atomically across workers (:mod:`flexcnn.search.claims`), so K
+workers finish exactly N trials; when the rest of the budget is in other
+workers' hands it waits, in case one of them fails.
 
 Faults:
 
@@ -14,8 +15,9 @@ Faults:
   message (exit code 1): a sweep whose every trial fails should not burn a
   cluster.
 * SIGTERM / Ctrl-C: the current trial stops after its epoch, is recorded FAIL
-  and re-queued (it resumes from its ``last.pt``), and the worker exits 0.
-  A second signal interrupts at once.
+  and re-queued (it resumes from its ``last.pt``), and the worker exits 75
+  (:data:`~flexcnn.exit_codes.EXIT_STOPPED`: start me again), or 0 when the
+  study is finished anyway. A second signal interrupts at once.
 * A killed worker: its trial is failed and re-queued by another worker
   (:mod:`flexcnn.search.reaping`), and ``flexcnn optuna run`` starts a
   replacement (:mod:`flexcnn.search.fanout`).
@@ -33,7 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flexcnn.errors import UserError
+from flexcnn.exit_codes import EXIT_STOPPED
 from flexcnn.search.artifacts import artifact_target
+from flexcnn.search.claims import BudgetFull, budgeted_study
 from flexcnn.search.leaderboard import format_objective
 from flexcnn.search.objective import Objective, TrialSettings
 from flexcnn.search.reaping import recover_lost_trials, requeue
@@ -122,6 +126,7 @@ def run_worker(
     for notice in plan.notices if notices else []:
         say(f"[{opts.label}] {notice}")
     study = open_study(storage, name, plan, seed=opts.seed, worker_index=opts.worker_index)
+    study = budgeted_study(study, storage, plan.settings.n_trials)
     settings = TrialSettings(
         study_name=name,
         metric=plan.settings.metric,
@@ -162,7 +167,7 @@ def _loop(
     streak, waiting_said = _FailureStreak(), False
     while True:
         if stop.is_set():
-            report.reason = "asked to stop"
+            _stopped(study, plan, report)
             return
         if deadline is not None and time.monotonic() >= deadline:
             report.reason = f"time is up ({opts.timeout:g} s)"
@@ -183,7 +188,11 @@ def _loop(
             stop.wait(opts.poll_seconds)
             continue
         waiting_said = False
-        _run_one_trial(study, objective, plan.settings.metric, opts.label, stop, say, report, streak)
+        try:
+            _run_one_trial(study, objective, plan.settings.metric, opts.label, stop, say, report, streak)
+        except BudgetFull:  # another worker took the last place since we counted: wait like above
+            stop.wait(opts.poll_seconds)
+            continue
         if streak.count >= opts.max_failures:
             report.reason = (
                 f"stopped after {streak.count} consecutive failed trials (--max-failures {opts.max_failures}); "
@@ -191,6 +200,14 @@ def _loop(
             )
             report.exit_code = 1
             return
+
+
+def _stopped(study: optuna.Study, plan: StudyPlan, report: WorkerReport) -> None:
+    """Asked to stop: exit 0 if the study is finished anyway, else EXIT_STOPPED (start me again)."""
+    trials = study.get_trials(deepcopy=False)
+    over = _study_over(study, plan, trials, sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials))
+    report.reason = f"asked to stop; {over}" if over else "asked to stop before the study was finished"
+    report.exit_code = 0 if over else EXIT_STOPPED
 
 
 def _study_over(study: optuna.Study, plan: StudyPlan, trials: list[FrozenTrial], done: int) -> str:
@@ -227,7 +244,7 @@ def _run_one_trial(
             callbacks=[lambda _study, trial: finished.append(trial)],
             gc_after_trial=True,
         )
-    except StorageError:
+    except (StorageError, BudgetFull):
         raise
     except UpdateFinishedTrialError:
         # Another worker ended this trial as stale (missed heartbeats) and queued its copy: not a failure.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,7 +29,6 @@ from typing import Any
 
 import optuna
 import pytest
-import sqlalchemy
 from click.testing import CliRunner
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
@@ -37,7 +37,7 @@ from flexcnn.cli import cli
 from flexcnn.errors import ConfigError, UserError
 from flexcnn.search.objective import HOST
 from flexcnn.search.reaping import recover_lost_trials
-from flexcnn.search.storage import STORAGE_KINDS, open_storage, parse_storage, with_driver
+from flexcnn.search.storage import STORAGE_KINDS, open_storage, parse_storage
 from flexcnn.search.study import (
     format_counts,
     join_plan,
@@ -51,7 +51,7 @@ from flexcnn.search.study import (
 from flexcnn.search.sweep_file import load_sweep
 from flexcnn.search.workers import WorkerOptions, run_worker
 from tests import helpers
-from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
+from tests.postgres import fresh_database, postgres  # noqa: F401  (the fixture)
 
 # The shared tiny study, on 200 images: storage cases need speed, not accuracy.
 BASE = {**helpers.STUDY_BASE, "data": {**helpers.STUDY_BASE["data"], "limit": 200}}
@@ -74,23 +74,11 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     elif kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'study.db'}"
     elif kind == "postgresql":
-        url = _fresh_database(request.getfixturevalue("postgres"))
+        url = fresh_database(request.getfixturevalue("postgres"), f"contract_{uuid.uuid4().hex[:12]}")
     else:
         pytest.fail(f"storage kind {kind!r} (flexcnn.search.storage.STORAGE_KINDS) has no fixture in {__file__}")
     assert parse_storage(url).family == kind
     return url
-
-
-def _fresh_database(cluster: PostgresCluster) -> str:
-    """A new, empty database on the module's cluster: each case starts with no studies."""
-    name = f"contract_{uuid.uuid4().hex[:12]}"
-    engine = sqlalchemy.create_engine(with_driver(cluster.url), isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    finally:
-        engine.dispose()
-    return f"{cluster.url.rsplit('/', 1)[0]}/{name}"
 
 
 def reopen(url: str, heartbeat: int | None = None) -> optuna.storages.BaseStorage:
@@ -291,3 +279,82 @@ def test_a_real_trial_through_the_worker_loop_is_recorded_and_reported(storage_u
     # A worker joining the finished study finds nothing left to do.
     again = run_worker(opts, say=lines.append)
     assert sum(again.ran.values()) == 0 and again.reason == "the study has 1 finished trials (budget 1)"
+
+
+# What each of the processes below runs: open the empty storage, create or join the study, and claim and
+# run trials (a trivial objective) until the budget is full, all starting at one moment (a file barrier).
+TOGETHER = """
+import sys, time
+from pathlib import Path
+from optuna.trial import TrialState
+from flexcnn.search.claims import BudgetFull, budgeted_study
+from flexcnn.search.storage import open_storage, parse_storage
+from flexcnn.search.study import join_plan, open_study
+from flexcnn.search.sweep_file import load_sweep
+
+url, sweep_path, folder, index = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+sweep = load_sweep(sweep_path)
+(folder / f"ready-{index}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.002)
+t0 = time.monotonic(); storage = open_storage(parse_storage(url)); print("open", round(time.monotonic() - t0, 2))
+plan = join_plan(storage, "together", sweep)
+study = budgeted_study(open_study(storage, "together", plan, worker_index=index), storage, plan.settings.n_trials)
+
+def objective(trial):
+    time.sleep(0.05)  # long enough for the others to come asking meanwhile
+    return trial.suggest_float("optim.lr", 1e-3, 1e-2, log=True)
+
+ran = 0
+while len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < plan.settings.n_trials:
+    try:
+        study.optimize(objective, n_trials=1)
+        ran += 1
+    except BudgetFull:
+        time.sleep(0.2)
+print(f"ran {ran}")
+"""
+
+
+@pytest.mark.timeout(600)
+def test_processes_starting_together_on_an_empty_storage_all_join_and_fill_the_budget_exactly(
+    storage_url: str, tmp_path: Path
+) -> None:
+    # What `docker compose up` or a Kubernetes indexed Job does on day one: they used to crash on
+    # "duplicate key value violates unique constraint" (PostgreSQL) / "table studies already exists"
+    # (SQLite) creating Optuna's tables, and to overshoot the budget by racing for its last trials.
+    processes, budget = 4, 12
+    sweep = write_sweep(tmp_path, {"optim.lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-2}})
+    sweep.write_text(sweep.read_text() + f"run_cap: {budget}\n")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TOGETHER, storage_url, str(sweep), str(tmp_path), str(k)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for k in range(processes)
+    ]
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(tmp_path.glob("ready-*"))) < processes:
+            assert all(p.poll() is None for p in procs), [p.communicate()[0] for p in procs if p.poll() is not None]
+            assert time.monotonic() < deadline, "the processes never got ready"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0] * processes, "\n".join(outputs)
+
+    storage = reopen(storage_url)
+    assert optuna.get_all_study_names(storage) == ["together"]
+    study = load_study(storage, "together")
+    trials = study.get_trials()
+    assert Counter(t.state.name for t in trials) == {"COMPLETE": budget}  # no extra, no FAIL or WAITING leftovers
+    assert sorted(t.number for t in trials) == list(range(budget))
+    assert stored_settings(study).n_trials == budget  # type: ignore[union-attr]
+    ran = [int(out.rsplit("ran ", 1)[1]) for out in outputs]
+    assert sum(ran) == budget and sum(r > 0 for r in ran) >= 2, ran

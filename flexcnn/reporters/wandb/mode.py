@@ -9,6 +9,7 @@ detection only asks whether one exists.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import netrc
 import os
@@ -71,12 +72,18 @@ def base_url(env: Mapping[str, str]) -> str:
 
 
 def logged_in(env: Mapping[str, str]) -> bool:
-    """Whether W&B credentials exist (API key variable, identity token or a netrc entry).
+    """Whether W&B credentials exist (API key variable or file, identity token or a netrc entry).
 
     Only presence is checked; the key itself is never returned, printed or stored.
+    ``WANDB_API_KEY_FILE`` (a mounted secret) counts when the file holds something:
+    ``flexcnn`` reads it into WANDB_API_KEY at start (flexcnn.secret_files).
     """
     if env.get("WANDB_API_KEY") or env.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
+    key_file = env.get("WANDB_API_KEY_FILE")
+    with contextlib.suppress(OSError):
+        if key_file and Path(key_file).stat().st_size > 0:
+            return True
     host = urlsplit(base_url(env)).netloc
     if not host:
         return False
