@@ -119,8 +119,9 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     from flexcnn.search.fanout import run_workers
     from flexcnn.search.objectives import describe
     from flexcnn.search.storage import open_storage, parse_storage
-    from flexcnn.search.study import join_plan, open_study
+    from flexcnn.search.study import open_study
     from flexcnn.search.sweep_file import load_sweep
+    from flexcnn.search.workers import worker_plan
 
     opts = _worker_options(kwargs)
     if opts.threads is None:
@@ -135,15 +136,7 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     artifacts.open()  # a folder that cannot be made fails here, not in every worker
     opts.artifacts = artifacts.option  # absolute: the workers resolve it the same way
     storage = open_storage(spec)
-    plan = join_plan(
-        storage,
-        name,
-        sweep,
-        n_trials=opts.n_trials,
-        sampler=opts.sampler,
-        pruner=opts.pruner,
-        objectives=opts.objectives or None,
-    )
+    plan = worker_plan(storage, name, sweep, opts)
     study = open_study(storage, name, plan, update_budget=opts.n_trials is not None)
     # Workers read these back from the study; passing them keeps every worker on one plan.
     opts.n_trials, opts.sampler, opts.pruner = plan.settings.n_trials, plan.settings.sampler, plan.settings.pruner

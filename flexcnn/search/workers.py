@@ -49,7 +49,10 @@ from flexcnn.search.target import STOPPED_ATTR, reached_by
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
+
+    from flexcnn.search.sweep_file import SweepSpec
 
 
 @dataclass
@@ -97,6 +100,19 @@ class _FailureStreak:
         self.last_reason = reason
 
 
+def worker_plan(storage: BaseStorage, name: str, sweep: SweepSpec, opts: WorkerOptions) -> StudyPlan:
+    """The study's plan for ``sweep``, with the budget, sampler, pruner and objectives ``opts`` override."""
+    return join_plan(
+        storage,
+        name,
+        sweep,
+        n_trials=opts.n_trials,
+        sampler=opts.sampler,
+        pruner=opts.pruner,
+        objectives=opts.objectives or None,
+    )
+
+
 def run_worker(
     opts: WorkerOptions, stop: threading.Event | None = None, say: Say = print_line, *, notices: bool = False
 ) -> WorkerReport:
@@ -112,15 +128,7 @@ def run_worker(
     storage = open_storage(spec, heartbeat=opts.heartbeat if spec.has_heartbeat else None)
     sweep = load_sweep(opts.sweep_path)
     name = opts.study_name or sweep.default_study_name
-    plan = join_plan(
-        storage,
-        name,
-        sweep,
-        n_trials=opts.n_trials,
-        sampler=opts.sampler,
-        pruner=opts.pruner,
-        objectives=opts.objectives or None,
-    )
+    plan = worker_plan(storage, name, sweep, opts)
     _check_wandb(opts.wandb_mode or plan.base_tree["logging"]["wandb"]["mode"])
     artifacts = artifact_target(opts.artifacts, spec).open()
     for notice in plan.notices if notices else []:
