@@ -71,7 +71,11 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
             type=click.Choice(["auto", "online", "offline", "disabled"]),
             help="One W&B run per trial, grouped by study (default: the config's logging.wandb.mode).",
         ),
-        click.option("--seed", type=int, help="Sampler seed (worker k uses seed+k); trials keep their config seed."),
+        click.option(
+            "--seed",
+            type=int,
+            help="Sampler seed: worker k samples with SeedSequence(seed)'s k-th child; trials keep their config seed.",
+        ),
         click.option(
             "--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers)."
         ),
