@@ -40,8 +40,7 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from flexcnn.config import FlexibleCNNConfig  # noqa: E402
-from flexcnn.models.flexible_cnn import FlexibleCNN  # noqa: E402
+from flexcnn.models.flexible_cnn import FlexibleCNN, FlexibleCNNConfig  # noqa: E402
 from flexcnn.models.registry import InputSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
