@@ -28,6 +28,7 @@ STORAGE_HELP = (
 sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
 study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
 storage_option = click.option("--storage", metavar="URL", envvar="FLEXCNN_STORAGE", help=STORAGE_HELP)
+SEED_HELP = "Sampler seed: worker k samples with SeedSequence(seed)'s k-th child; trials keep their config seed."
 ARTIFACTS_HELP = (
     "Where trials' confusion.png and best.pt go as Optuna artifacts, for optuna-dashboard: a folder, "
     "s3://BUCKET (needs boto3) or none (default: STORAGE_FILE-artifacts/ next to a journal or SQLite file)."
@@ -71,11 +72,7 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
             type=click.Choice(["auto", "online", "offline", "disabled"]),
             help="One W&B run per trial, grouped by study (default: the config's logging.wandb.mode).",
         ),
-        click.option(
-            "--seed",
-            type=int,
-            help="Sampler seed: worker k samples with SeedSequence(seed)'s k-th child; trials keep their config seed.",
-        ),
+        click.option("--seed", type=int, help=SEED_HELP),
         click.option(
             "--threads", type=click.IntRange(min=1), help="CPU threads per worker (default: cores / workers)."
         ),
