@@ -38,7 +38,7 @@ from flexcnn.search.study import join_plan, open_study, plan_study
 from flexcnn.search.sweep_file import load_sweep
 from flexcnn.search.workers import WorkerOptions, run_worker
 from tests.conftest import REPO
-from tests.helpers import flexcnn_cli
+from tests.helpers import flexcnn_cli, write_sweep
 from tests.postgres import PostgresCluster, postgres  # noqa: F401  (the fixture)
 
 BIN = Path(sys.executable).parent
@@ -299,20 +299,12 @@ def test_sqlite_form_works_in_both_tools_from_another_folder(tmp_path: Path) -> 
 
 
 def _sweep(tmp_path: Path, **extra: Any) -> Path:
-    base = {**TINY, "logging": {**TINY["logging"], "output_dir": str(tmp_path / "runs")}}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    sweep = {
-        "program": "flexcnn",
-        "command": ["flexcnn", "train", "base.yaml", "--args-json", "${args_json_file}"],
-        "method": "bayes",
-        "metric": {"name": "val/acc", "goal": "maximize"},
-        "run_cap": 4,
-        "parameters": {"model.num_filters": {"values": [[4], [8, 16]]}},
-        **extra,
-    }
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return path
+    return write_sweep(
+        tmp_path,
+        {"model.num_filters": {"values": [[4], [8, 16]]}},
+        base=TINY,
+        **{"method": "bayes", "run_cap": 4, **extra},
+    )
 
 
 def test_objectives_parse_with_aliases_and_natural_goals() -> None:
