@@ -161,3 +161,18 @@ def test_a_wandb_key_file_is_read_into_the_variable_and_counts_as_logged_in(tmp_
     finally:
         cli.commands.pop("probe-secrets")
     assert result.exit_code == 0 and result.output == "True False\n", result.output
+
+
+def test_a_program_calling_run_itself_gets_the_wandb_key_file_read_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flexcnn.config import load_config
+    from flexcnn.reporters.wandb import wandb_reporter_for
+
+    key = tmp_path / "wandb_api_key"
+    key.write_text("0123456789abcdef" * 2 + "deadbeef\n")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY_FILE", str(key))
+    assert wandb_reporter_for(load_config(None, ["logging.wandb.mode=disabled"])) is None
+    assert os.environ.get("WANDB_API_KEY") == key.read_text().strip()
+    assert "WANDB_API_KEY_FILE" not in os.environ

@@ -29,6 +29,7 @@ from flexcnn.reporters.wandb.mode import Mode, env_mode, resolve_mode
 from flexcnn.reporters.wandb.preemption import StopRequests, server_asked_to_stop
 from flexcnn.reporters.wandb.run_config import run_config, sweep_parameter_names
 from flexcnn.reporters.wandb.service import start_service_in_background
+from flexcnn.secret_files import load_secret_files
 from flexcnn.signals import interrupt_exit_code
 
 # The package's logger, not this module's: users see and filter one "flexcnn.reporters.wandb".
@@ -77,6 +78,9 @@ def wandb_reporter_for(
     Unset project/entity/group/name/tags fall back to the usual ``WANDB_*``
     variables.
     """
+    # The CLI has done this already; a program calling run() itself gets WANDB_API_KEY_FILE honoured too,
+    # or logged_in() would count the file while wandb, which reads only WANDB_API_KEY, could not log in.
+    load_secret_files()
     decision = resolve_mode(config, mode)
     if decision.mode == "disabled":
         return None
