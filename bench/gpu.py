@@ -119,7 +119,8 @@ def _images_per_second(step: Callable[[], int], epochs: int, device: torch.devic
 
 def resident_rows(device: torch.device, size: Size) -> list[Row]:
     from flexcnn.data.base import ImageTensors
-    from flexcnn.data.loaders import default_workers, make_loader
+    from flexcnn.data.loaders import make_loader
+    from flexcnn.hardware import loader_workers
 
     images, labels = _cifar_like(size.images, torch.device("cpu"))
     split = ImageTensors(images, labels)
@@ -135,7 +136,7 @@ def resident_rows(device: torch.device, size: Size) -> list[Row]:
             fast,
             slow,
             "i/s",
-            f"data.resident=never: DataLoader, {default_workers()} worker(s)",
+            f"data.resident=never: DataLoader, {loader_workers()} worker(s)",
             aim=">1x",
         )
     ]

@@ -99,9 +99,9 @@ def spent(records: list[dict[str, Any]]) -> float:
 
 
 def _clock_reporter() -> Any:
-    from flexcnn.reporters.base import BaseReporter
+    from flexcnn.reporters.base import Reporter
 
-    class Clock(BaseReporter):
+    class Clock(Reporter):
         """Marks (cpu, wall) at each epoch's start and end, and keeps the epoch's metrics."""
 
         def __init__(self) -> None:
@@ -125,8 +125,8 @@ def run_trial(i: int, base_tree: dict[str, Any], space: Any) -> dict[str, Any]:
 
     from bench.searchsim.space import draw
     from flexcnn.config import validate_config
+    from flexcnn.overrides import apply_overrides
     from flexcnn.run import run
-    from flexcnn.search.space import apply_overrides
 
     index, seed = config_index(i)
     params = draw(space, np.random.default_rng([SEED, index]))
