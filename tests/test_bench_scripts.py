@@ -38,3 +38,9 @@ def test_the_curve_generator_measures_a_trial() -> None:
     assert all(0.0 <= e["val_acc"] <= 1.0 and e["cpu"] > 0 for e in record["epochs"])
     assert record["total_cpu"] >= sum(e["cpu"] for e in record["epochs"])
 
+
+def test_the_thread_benchmark_times_a_warm_epoch() -> None:
+    from bench.searchsim.threads import EPOCHS, epoch_seconds
+
+    seconds = epoch_seconds(4, 1)
+    assert len(seconds) == EPOCHS and all(s > 0 for s in seconds)
