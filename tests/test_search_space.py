@@ -368,6 +368,7 @@ def test_base_config_is_found_above_the_sweep_file_from_any_folder(
         ({"controller": {"type": "cloud", "objectives": ["params:maximize"]}}, "wrong way round"),
         ({"controller": {"type": "cloud", "objectives": ["val/loss"]}}, "exactly one of"),
         ({"early_terminate": {"type": "envelope"}}, "hyperband"),
+        ({"controller": {"type": "cloud", "pruner": "asap"}}, "controller.pruner must be one of hyperband"),
         ({"run_cap": 0}, "run_cap"),
     ],
 )
@@ -375,6 +376,31 @@ def test_bad_sweep_files_fail_at_load_time(change: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_sweep(_sweep(**change))
     assert message in str(err.value)
+
+
+def test_controller_pruner_is_the_optuna_paths_and_the_command_line_still_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    early = {"type": "hyperband", "min_iter": 2, "eta": 2}
+    sweep = parse_sweep(_sweep(early_terminate=early, controller={"type": "cloud", "pruner": "asha"}, run_cap=4))
+    assert sweep.early_terminate == early  # what W&B agents of the file apply, untouched
+    plan = plan_study(sweep)
+    assert plan.settings.pruner == "asha" and isinstance(plan.pruner(), optuna.pruners.SuccessiveHalvingPruner)
+    # The start-up line says where the rule came from and how to get W&B's instead.
+    assert plan.notices == [
+        "pruner asha from controller.pruner; W&B agents of this file apply its early_terminate "
+        "(W&B's hyperband rule), as --pruner hyperband does here"
+    ]
+    by_hand = plan_study(sweep, pruner="hyperband")
+    assert by_hand.settings.pruner == "hyperband" and isinstance(by_hand.pruner(), WandbHyperbandPruner)
+    assert by_hand.notices == []
+    # Without early_terminate the file's pruner applies without a word; several objectives cannot prune.
+    alone = plan_study(parse_sweep(_sweep(controller={"type": "cloud", "pruner": "median"}, run_cap=4)))
+    assert (alone.settings.pruner, alone.notices) == ("median", [])
+    multi = parse_sweep(
+        _sweep(controller={"type": "cloud", "pruner": "asha", "objectives": ["params:minimize"]}, run_cap=4)
+    )
+    assert plan_study(multi).settings.pruner == "none"
+    assert "controller.pruner ignored" in plan_study(multi).notices[0]
 
 
 def test_plan_resolves_budget_constants_and_epochs(monkeypatch: pytest.MonkeyPatch) -> None:

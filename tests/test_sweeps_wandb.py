@@ -166,8 +166,9 @@ def test_every_sweep_follows_the_convention(path: Path) -> None:
     sweep = _sweep(path.name)
     allowed = {"program", "command", "method", "metric", "parameters", "early_terminate", "run_cap", "name"}
     assert set(sweep) <= {*allowed, "description", "controller"}
-    if "controller" in sweep:  # the other objectives of an Optuna study; W&B's own controller stays the default
-        assert set(sweep["controller"]) == {"type", "objectives"} and sweep["controller"]["type"] == "cloud"
+    if "controller" in sweep:  # the Optuna path's objectives or pruner; W&B's own controller stays the default
+        assert set(sweep["controller"]) - {"type"} in ({"objectives"}, {"pruner"})
+        assert sweep["controller"]["type"] == "cloud"
     command = [str(c) for c in sweep["command"]]
     # Our console script, never a bare interpreter the agent might pick wrongly.
     assert command[:2] == ["flexcnn", "train"] and sweep["program"] == "flexcnn"

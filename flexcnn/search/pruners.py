@@ -1,20 +1,21 @@
-"""The Optuna pruner for a sweep: from its ``early_terminate``, or named on the command line.
+"""The Optuna pruner for a sweep: from ``--pruner``, its ``controller.pruner``, or its ``early_terminate``.
 
 W&B's ``early_terminate: {type: hyperband, ...}`` becomes ``hyperband``: W&B's own
 rule (:class:`~flexcnn.search.wandb_hyperband.WandbHyperbandPruner`), so a sweep
 file stops the same runs under both engines. One iteration is one epoch: the
 pruning reporter reports the metric at step ``epoch`` (1-based), as W&B counts
 the metric's logged values.
-``--pruner`` overrides: hyperband (W&B's rule), optuna-hyperband (Optuna's
-multi-bracket HyperbandPruner(min_iter, max_iter or the trial's epochs, eta)),
+``controller.pruner`` (a key W&B's schema allows and W&B ignores) names the pruner of the
+Optuna path, and ``--pruner`` overrides both: hyperband (W&B's rule), optuna-hyperband
+(Optuna's multi-bracket HyperbandPruner(min_iter, max_iter or the trial's epochs, eta)),
 asha, median, percentile, successive_halving, none.
 
 ``asha`` is asynchronous successive halving from the first epoch with Optuna's reduction
 factor 4, whatever ``early_terminate`` says: the fastest rule to the target on the benchmark of
 sweeps/flexcnn.yaml's space (bench/searchsim: with TPE, 1.2-1.8x sooner than TPE with W&B's
-rule from the sweep file, at 2 and 8 workers, median and p90). It is an explicit choice because
-it is not W&B's rule: a sweep file's ``early_terminate: hyperband`` keeps stopping the runs W&B
-would stop.
+rule from the sweep file, at 2 and 8 workers, median and p90), so the shipped from-scratch
+sweeps name it in ``controller.pruner``. It is never what ``early_terminate: hyperband``
+means, because it is not W&B's rule: W&B agents of the same file stop the runs W&B would stop.
 """
 
 from __future__ import annotations
@@ -32,12 +33,17 @@ DEFAULT_ETA = 3
 ASHA_ETA = 4  # Optuna's SuccessiveHalvingPruner default; eta 3 measured no better (bench/searchsim)
 
 
-def pruner_name(early_terminate: Mapping[str, Any] | None, override: str | None = None) -> str:
-    """``override`` when given, else hyperband when the sweep asks for it, else none."""
+def pruner_name(
+    early_terminate: Mapping[str, Any] | None, override: str | None = None, controller: str | None = None
+) -> str:
+    """``override`` (``--pruner``) when given, else the sweep's ``controller.pruner``, else hyperband
+    when the sweep's ``early_terminate`` asks for it, else none."""
     if override is not None:
         if override not in PRUNERS:
             raise ConfigError(f"--pruner must be one of {', '.join(PRUNERS)}, got {override!r}")
         return override
+    if controller is not None:
+        return controller
     return "hyperband" if early_terminate else "none"
 
 

@@ -172,11 +172,21 @@ def _pruner_for(sweep: SweepSpec, override: str | None, multi: bool) -> tuple[st
     objectives does not have: a trial that is worse on accuracy may be the smallest model.
     """
     if not multi:
-        return pruner_name(sweep.early_terminate, override), []
+        chosen = pruner_name(sweep.early_terminate, override, sweep.pruner)
+        if override is None and sweep.pruner and sweep.early_terminate:
+            return chosen, [
+                f"pruner {chosen} from controller.pruner; W&B agents of this file apply its early_terminate "
+                "(W&B's hyperband rule), as --pruner hyperband does here"
+            ]
+        return chosen, []
     if override not in (None, "none"):
         raise ConfigError(f"--pruner {override}: Optuna cannot prune a study of several objectives; use --pruner none")
-    if sweep.early_terminate:
-        return "none", ["pruning is off: Optuna cannot prune a study of several objectives (early_terminate ignored)"]
+    asked = {"early_terminate": sweep.early_terminate, "controller.pruner": sweep.pruner}
+    ignored = [key for key, value in asked.items() if value]
+    if ignored:
+        return "none", [
+            f"pruning is off: Optuna cannot prune a study of several objectives ({' and '.join(ignored)} ignored)"
+        ]
     return "none", []
 
 

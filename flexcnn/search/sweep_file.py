@@ -19,6 +19,7 @@ from typing import Any, Literal
 from flexcnn.config import read_yaml
 from flexcnn.errors import ConfigError
 from flexcnn.search.objectives import METRICS, ObjectiveSpec, sweep_objectives
+from flexcnn.search.pruners import PRUNERS
 
 SWEEP_KEYS = (
     "program",
@@ -58,6 +59,8 @@ class SweepSpec:
     fixed_overrides: list[str] = field(default_factory=list)
     # metric first, then controller.objectives: what an Optuna study optimises (W&B reads only metric)
     objectives: tuple[ObjectiveSpec, ...] = ()
+    # controller.pruner: the Optuna path's pruner; W&B agents apply early_terminate instead
+    pruner: str | None = None
 
     @property
     def default_study_name(self) -> str:
@@ -111,7 +114,8 @@ def parse_sweep(raw: Any, path: Path | None = None) -> SweepSpec:
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"{where}: name must be a string, got {name!r}")
 
-    objectives = sweep_objectives(metric, direction, _controller(raw.get("controller"), where), where)
+    controller = _controller(raw.get("controller"), where)
+    objectives = sweep_objectives(metric, direction, controller.get("objectives"), where)
     base, fixed = _base_config(raw.get("command"), path, where)
     return SweepSpec(
         path=path,
@@ -127,17 +131,27 @@ def parse_sweep(raw: Any, path: Path | None = None) -> SweepSpec:
         base_config=base,
         fixed_overrides=fixed,
         objectives=objectives,
+        pruner=_controller_pruner(controller, where),
     )
 
 
-def _controller(spec: Any, where: str) -> Any:
-    """``controller.objectives``: W&B's schema lets ``controller`` carry keys it does not know, and
-    W&B's own sweep ignores them; its ``type`` (local or cloud) stays W&B's business."""
+def _controller(spec: Any, where: str) -> dict[str, Any]:
+    """``controller``: W&B's schema lets it carry keys it does not know and W&B's own sweep ignores
+    them, so the Optuna path's own settings (``objectives``, ``pruner``) live there; its ``type``
+    (local or cloud) stays W&B's business."""
     if spec is None:
-        return None
+        return {}
     if not isinstance(spec, dict) or spec.get("type") not in ("local", "cloud"):
         raise ConfigError(f"{where}: controller must be a mapping with type: cloud or type: local (W&B's schema)")
-    return spec.get("objectives")
+    return spec
+
+
+def _controller_pruner(controller: dict[str, Any], where: str) -> str | None:
+    """``controller.pruner``: the pruner of ``flexcnn optuna run``, which ``--pruner`` still overrides."""
+    pruner = controller.get("pruner")
+    if pruner is not None and pruner not in PRUNERS:
+        raise ConfigError(f"{where}: controller.pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+    return pruner
 
 
 def _metric(spec: Any, where: str) -> tuple[str, Direction, float | None]:
