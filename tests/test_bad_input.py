@@ -177,6 +177,9 @@ BUILDERS: dict[str, Builder] = {
     "sweep_misspelt": _sweep("parameters:\n  optim.learning_rate: {values: [0.1, 0.01]}\n"),
     "sweep_metric": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n", SWEEP_HEAD.replace("val/acc", "test/acc")),
     "sweep_method": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n", SWEEP_HEAD.replace("random", "genetic")),
+    "sweep_controller_pruner": _sweep(
+        "controller: {type: cloud, pruner: hyperbandd}\nparameters:\n  optim.lr: {values: [0.1]}\n"
+    ),
     "sweep_no_params": _sweep(""),
     "sweep_base_missing": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n", SWEEP_HEAD.replace("demo-", "nope-")),
     "sweep_ok": _sweep("parameters:\n  optim.lr: {values: [0.1]}\n"),
@@ -304,6 +307,14 @@ CASES: list[tuple[str, str, str, list[str]]] = [
     ("sweep-misspelt-path", "sweep_misspelt", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["optim.learning_rate"]),
     ("sweep-metric", "sweep_metric", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["metric", "test/acc", "val/acc"]),
     ("sweep-method", "sweep_method", "optuna run {tmp}/sweep.yaml " + OPTUNA, ["method", "genetic", "bayes"]),
+    (
+        "sweep-controller-pruner",
+        "sweep_controller_pruner",
+        "optuna run {tmp}/sweep.yaml " + OPTUNA,
+        ["controller.pruner", "hyperbandd", "asha"],
+    ),
+    ("workers-word", "sweep_ok", "optuna run {tmp}/sweep.yaml --workers many " + OPTUNA, ["--workers", "many", "auto"]),
+    ("workers-zero", "sweep_ok", "optuna run {tmp}/sweep.yaml --workers 0 " + OPTUNA, ["--workers", "'0'", "auto"]),
     (
         "sweep-value-rejected",
         "sweep_bad_choice",

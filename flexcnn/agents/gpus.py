@@ -49,8 +49,11 @@ def parse_gpu_spec(spec: str) -> list[str] | None:
     return ids
 
 
-def discover_gpus(env: Mapping[str, str] | None = None) -> Discovery:
-    """The GPU ids visible to this process, without creating a CUDA context."""
+def discover_gpus(env: Mapping[str, str] | None = None, *, ask_torch: bool = True) -> Discovery:
+    """The GPU ids visible to this process, without creating a CUDA context.
+
+    ``ask_torch=False`` skips the last resort (importing torch costs a second or two).
+    """
     env = os.environ if env is None else env
     cvd = env.get("CUDA_VISIBLE_DEVICES")
     if cvd is not None:
@@ -77,7 +80,7 @@ def discover_gpus(env: Mapping[str, str] | None = None) -> Discovery:
             reason = (out.stderr or out.stdout).strip().splitlines()
             return Discovery((), f"nvidia-smi failed ({reason[0] if reason else f'exit {out.returncode}'})")
         return Discovery(tuple(line.strip() for line in out.stdout.splitlines() if line.strip()), "nvidia-smi")
-    return _torch_discovery()
+    return _torch_discovery() if ask_torch else Discovery((), "no nvidia-smi on PATH")
 
 
 def _torch_discovery() -> Discovery:

@@ -28,6 +28,25 @@ STORAGE_HELP = (
 sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
 study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
 storage_option = click.option("--storage", metavar="URL", envvar="FLEXCNN_STORAGE", help=STORAGE_HELP)
+
+
+class WorkerCount(click.ParamType):
+    """``--workers``: a positive count, or ``auto`` (None: decided once the study's plan is known)."""
+
+    name = "N|auto"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text.isdigit() and int(text) >= 1:
+            return int(text)
+        self.fail(f"{value!r} is not a positive number of workers or 'auto'", param, ctx)
+
+
+WORKERS = WorkerCount()
 SEED_HELP = "Sampler seed: worker k samples with SeedSequence(seed)'s k-th child; trials keep their config seed."
 ARTIFACTS_HELP = (
     "Where trials' confusion.png and best.pt go as Optuna artifacts, for optuna-dashboard: a folder, "
@@ -63,9 +82,9 @@ def _trial_options(func):  # type: ignore[no-untyped-def]
         click.option(
             "--pruner",
             type=click.Choice(PRUNERS),
-            help="Override the pruner (default: hyperband, W&B's rule, when early_terminate is set, else none; "
-            "optuna-hyperband is Optuna's HyperbandPruner; asha, successive halving from epoch 1, reached "
-            "targets soonest in bench/searchsim).",
+            help="Override the pruner (default: the sweep's controller.pruner, else hyperband, W&B's rule, when "
+            "early_terminate is set, else none; optuna-hyperband is Optuna's HyperbandPruner; asha, successive "
+            "halving from epoch 1, reached targets soonest in bench/searchsim).",
         ),
         click.option(
             "--wandb-mode",
@@ -111,13 +130,21 @@ def optuna_group() -> None:
 
 @optuna_group.command("run")
 @_trial_options
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes here.")
+@click.option(
+    "--workers",
+    type=WORKERS,
+    default="auto",
+    show_default=True,
+    help="Worker processes here; auto: one per usable core (at most 8 and the trial budget), one when "
+    "the trials train on a GPU.",
+)
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Leaderboard rows at the end.")
-def run_command(workers: int, top: int, **kwargs: object) -> None:
+def run_command(workers: int | None, top: int, **kwargs: object) -> None:
     """Run the study for SWEEP.yaml with K worker processes, then print the leaderboard."""
     from flexcnn.hardware import threads_per_worker
     from flexcnn.search.artifacts import artifact_target
     from flexcnn.search.fanout import run_workers
+    from flexcnn.search.layout import default_layout
     from flexcnn.search.objectives import describe
     from flexcnn.search.storage import open_storage, parse_storage
     from flexcnn.search.study import open_study
@@ -125,8 +152,6 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     from flexcnn.search.workers import worker_plan
 
     opts = _worker_options(kwargs)
-    if opts.threads is None:
-        opts.threads = threads_per_worker(workers)
     spec = parse_storage(opts.storage)
     # Children get an unambiguous URL: journal:ABSOLUTE_PATH works whatever the file's suffix.
     opts.storage = spec.url if spec.kind == "rdb" else f"journal:{Path(spec.url).resolve()}"
@@ -142,12 +167,18 @@ def run_command(workers: int, top: int, **kwargs: object) -> None:
     # Workers read these back from the study; passing them keeps every worker on one plan.
     opts.n_trials, opts.sampler, opts.pruner = plan.settings.n_trials, plan.settings.sampler, plan.settings.pruner
     opts.objectives = tuple(plan.settings.objectives)
+    notices = list(plan.notices)
+    if workers is None:
+        layout = default_layout(plan.settings.n_trials, str(plan.base_tree["train"]["device"]))
+        workers, notices = layout.workers, [layout.why, *notices]
+    if opts.threads is None:
+        opts.threads = threads_per_worker(workers)
     click.echo(
         f"study {name!r} on {spec.describe()}: {describe(plan.settings.specs)}, "
         f"sampler {plan.settings.sampler}, pruner {plan.settings.pruner}, {plan.settings.n_trials} trials, "
         f"{workers} worker(s) x {opts.threads} thread(s)"
     )
-    for notice in plan.notices:
+    for notice in notices:
         click.echo(notice)
     _echo_tools(spec, artifacts)
     code = run_workers(opts, workers, study)
