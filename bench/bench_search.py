@@ -4,9 +4,9 @@ Both arms search the space of ``sweeps/flexcnn.yaml`` on mnist5k with 6 epochs p
 ``data.limit`` training images (the learning-curve benchmark's settings, bench/searchsim), per seed,
 alternating, on this machine:
 
-* flexcnn: ``flexcnn optuna run`` on that sweep file with ``--pruner asha`` (TPE, successive halving
-  from epoch 1, the faster rule the simulator chose), 2 worker processes of 1 thread each, stopping
-  at ``metric.target``;
+* flexcnn: ``flexcnn optuna run`` on that sweep file with its defaults: TPE, the file's
+  ``controller.pruner: asha`` (successive halving from epoch 1, the rule the simulator chose) and
+  ``--workers auto`` (2 worker processes of 1 thread on 2 cores), stopping at ``metric.target``;
 * baseline: ``bench/handwritten_random.py``, what our users write: random draws from the same
   ``parameters``, PIL images through a torchvision ``DataLoader``, the same FlexibleCNN class, no
   pruning, one process with torch's threads, stopping at the first epoch that reaches the target.
@@ -61,7 +61,7 @@ def _flexcnn(folder: Path, sweep: Path, seed: int) -> tuple[float, bool, str]:
     name, storage = f"live-{seed}", folder / f"live-{seed}.log"
     cmd = [sys.executable, "-c", "import sys; from flexcnn.cli import main; main(sys.argv[1:])"]
     cmd += ["optuna", "run", str(sweep), "--study", name, "--storage", str(storage), "--seed", str(seed)]
-    cmd += ["--workers", "2", "--threads", "1", "--pruner", "asha", "--wandb-mode", "disabled"]
+    cmd += ["--wandb-mode", "disabled"]  # the defaults: controller.pruner asha, --workers auto (2 x 1 thread here)
     cmd += ["--output-dir", str(folder / "runs")]
     launched, start = datetime.now(), time.perf_counter()
     try:

@@ -154,8 +154,8 @@ def strategies() -> list[Strategy]:
         optuna_strategy("tpe-hb", "Optuna TPE + Hyperband(1, 6, 3)", tpe, hyperband, "TPE()|Hyperband(1,6,3)"),
         optuna_strategy("tpe-sha", "Optuna TPE + SuccessiveHalving(1, 4)", tpe, sha, "TPE()|SHA(1,4)"),
         optuna_strategy("random-sha", "Optuna random + SuccessiveHalving = ASHA", rnd, sha, "Random|SHA(1,4)"),
-        flexcnn_strategy("flexcnn", "flexcnn default (optuna run sweeps/flexcnn.yaml)"),
-        flexcnn_strategy("flexcnn-asha", "flexcnn --pruner asha (TPE + SuccessiveHalving(1, 4))", pruner="asha"),
+        flexcnn_strategy("flexcnn", "flexcnn default: optuna run sweeps/flexcnn.yaml (TPE + asha)"),
+        flexcnn_strategy("flexcnn-wandb-rule", "flexcnn --pruner hyperband (TPE + W&B's rule)", pruner="hyperband"),
     ]
 
 
