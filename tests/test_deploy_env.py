@@ -60,6 +60,12 @@ def test_every_optuna_command_takes_its_storage_from_flexcnn_storage(tmp_path: P
     assert best.returncode == 0 and "study 'envstudy': COMPLETE 2 " in best.stdout, best.stdout + best.stderr
     url = flexcnn_cli("optuna", "url", env=env)
     assert url.returncode == 0 and str(journal) in url.stdout.splitlines()[0], url.stdout + url.stderr
+    page = tmp_path / "envstudy.html"
+    report = flexcnn_cli("report", *study, "-o", str(page), env=env)
+    assert report.returncode == 0 and "2 trials" in report.stdout and page.is_file(), report.stdout + report.stderr
+    # a report of run folders does not mix in the study storage the variable names
+    folders = flexcnn_cli("report", str(tmp_path / "runs"), "-o", str(tmp_path / "folders.html"), env=env)
+    assert folders.returncode == 0, folders.stdout + folders.stderr
     # --storage wins over the variable
     other = flexcnn_cli("optuna", "status", "--storage", str(tmp_path / "other.log"), env=env)
     assert other.returncode == 2 and "other.log does not exist" in other.stderr, other.stderr
@@ -81,6 +87,8 @@ def test_the_help_of_every_storage_option_names_the_variable() -> None:
     for name in ("run", "worker", "status", "best", "url"):
         (option,) = [p for p in group.commands[name].params if p.name == "storage"]
         assert option.envvar == "FLEXCNN_STORAGE", name
+    (option,) = [p for p in cli.commands["report"].params if p.name == "storage"]
+    assert option.envvar == "FLEXCNN_STORAGE" and "FLEXCNN_STORAGE" in (option.help or "")
 
 
 # --------------------------------------------------------------------------- *_FILE secrets

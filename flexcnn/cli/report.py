@@ -13,7 +13,10 @@ from flexcnn.errors import UserError
 @click.command("report")
 @click.argument("folder", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--storage", metavar="URL", help="Study storage, as for `flexcnn optuna status` (default: ./optuna-journal.log)."
+    "--storage",
+    metavar="URL",
+    envvar="FLEXCNN_STORAGE",
+    help="Study storage, as for `flexcnn optuna status` (env FLEXCNN_STORAGE; default: ./optuna-journal.log).",
 )
 @click.option("--study", "study_name", metavar="NAME", help="Study name (default: the only study in the storage).")
 @click.option(
@@ -27,8 +30,14 @@ from flexcnn.errors import UserError
     type=click.Path(dir_okay=False, path_type=Path),
     help="The page to write (default: report.html in the study's trial folder, or in FOLDER).",
 )
+@click.pass_context
 def report(
-    folder: Path | None, storage: str | None, study_name: str | None, runs_dir: Path | None, output: Path | None
+    ctx: click.Context,
+    folder: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    runs_dir: Path | None,
+    output: Path | None,
 ) -> None:
     """Write one offline HTML page (and PNGs of its figures next to it) for a study or for FOLDER.
 
@@ -41,6 +50,8 @@ def report(
     from flexcnn.report.build import write_report
 
     started = time.perf_counter()
+    if folder is not None and ctx.get_parameter_source("storage") is click.core.ParameterSource.ENVIRONMENT:
+        storage = None  # FLEXCNN_STORAGE is set for the study commands; a FOLDER report does not use it
     if folder is not None and (storage or study_name or runs_dir):
         raise UserError("give either FOLDER (run folders) or --storage/--study (an Optuna study), not both")
     if folder is not None:
