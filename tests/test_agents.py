@@ -390,9 +390,22 @@ def test_dry_run_shows_the_commands_without_secrets() -> None:
         env=env,
     )
     assert out.returncode == 0, out.stderr
-    assert "optuna worker" in out.stdout and "postgresql://u:***@db/optuna" in out.stdout
+    # The storage reaches the worker in its environment, where ps cannot read it, never in its argv.
+    assert "optuna worker" in out.stdout and "FLEXCNN_STORAGE='postgresql://u:***@db/optuna' " in out.stdout
+    assert "--storage" not in out.stdout
     assert out.stdout.rstrip().endswith(f"--threads {threads_per_worker(1)}")
     assert "hunter2" not in out.stdout + out.stderr
+
+
+def test_optuna_run_hands_its_workers_the_storage_in_the_environment() -> None:
+    from flexcnn.search.fanout import _worker_spec, children_env
+    from flexcnn.search.workers import WorkerOptions
+
+    opts = WorkerOptions(sweep_path=Path("s.yaml"), storage="postgresql://u:hunter2@db/optuna", threads=1)
+    env = children_env(opts, base={"PATH": "/bin"})
+    spec = _worker_spec(opts, 0, env, time.monotonic())
+    assert env["FLEXCNN_STORAGE"] == opts.storage and env["OMP_NUM_THREADS"] == "1"
+    assert "--storage" not in spec.argv and "hunter2" not in " ".join(spec.argv)
 
 
 def test_optuna_agent_needs_an_existing_sweep(tmp_path: Path) -> None:
@@ -474,6 +487,9 @@ def test_optuna_workers_on_two_slots_stop_cleanly_with_their_trials_recorded(tmp
         wait_for(two_workers_execed, 60, "two worker processes", proc)
         kids = _child_pids(proc.pid)
         assert sorted(_environ(pid)["CUDA_VISIBLE_DEVICES"] for pid in kids) == ["0", "1"]
+        # The storage URL travels in the environment, which only the owner can read, never in argv.
+        assert all(_environ(pid)["FLEXCNN_STORAGE"] == storage for pid in kids)
+        assert all(b"--storage" not in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in kids)
 
         def running() -> int:
             if not Path(storage).exists():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -112,17 +113,20 @@ def optuna_agents(
     share a study through the same --storage (PostgreSQL across hosts).
     """
     from flexcnn.hardware import threads_per_worker
-    from flexcnn.search.worker_argv import optuna_worker_argv
+    from flexcnn.search.worker_argv import STORAGE_ENV, optuna_worker_argv
 
     if sweep is None:
         raise UserError("flexcnn agent optuna: name the sweep YAML (argument SWEEP or env FLEXCNN_SWEEP)")
     if not sweep.is_file():
         raise UserError(f"sweep file {sweep} does not exist (resolved from {Path.cwd()})")
 
+    if storage:
+        os.environ[STORAGE_ENV] = storage  # the children inherit it; argv would show a password to ps
+
     def argv(gpus: Sequence[str]) -> list[str]:
         # Each worker would otherwise size its thread pool for the whole machine.
         per_worker = threads or threads_per_worker(len(gpus))
-        return optuna_worker_argv(sweep, study=study, storage=storage, n_trials=n_trials, threads=per_worker)
+        return optuna_worker_argv(sweep, study=study, n_trials=n_trials, threads=per_worker)
 
     _run(argv, **common)
 
@@ -177,7 +181,7 @@ def _run(
     dry_run: bool,
 ) -> None:
     from flexcnn.agents import AgentLog, agent_specs, select_gpus
-    from flexcnn.agents.redact import redact_argv
+    from flexcnn.agents.redact import redact, redact_argv
     from flexcnn.processes import RestartPolicy, Supervisor
 
     # Each GPU id appears once per agent slot; argv builders size thread pools by slot count.
@@ -189,10 +193,9 @@ def _run(
         raise UserError(f"{program}: command not found (or not executable) on the agents' PATH")
     if dry_run:
         for spec in specs:
-            click.echo(
-                f"{spec.name}: CUDA_VISIBLE_DEVICES={spec.env['CUDA_VISIBLE_DEVICES']} "
-                f"{shlex.join(redact_argv(spec.argv))}"
-            )
+            shown = {key: spec.env[key] for key in ("CUDA_VISIBLE_DEVICES", "FLEXCNN_STORAGE") if key in spec.env}
+            env = " ".join(f"{key}={shlex.quote(redact(value))}" for key, value in shown.items())
+            click.echo(f"{spec.name}: {env} {shlex.join(redact_argv(spec.argv))}")
         return
     policy = RestartPolicy(max_restarts=max_restarts, delay=restart_delay)
     report = Supervisor(specs, policy=policy, grace=grace, hooks=AgentLog()).run()

@@ -22,7 +22,7 @@ from flexcnn.processes import ChildExit, ChildSpec, RestartPolicy, StopRequest, 
 from flexcnn.search.reaping import reap_dead_trials
 from flexcnn.search.say import Say, print_line
 from flexcnn.search.study import state_counts, stored_settings
-from flexcnn.search.worker_argv import optuna_worker_argv
+from flexcnn.search.worker_argv import STORAGE_ENV, optuna_worker_argv
 from flexcnn.search.workers import WorkerOptions
 
 if TYPE_CHECKING:
@@ -39,9 +39,7 @@ def run_workers(opts: WorkerOptions, workers: int, study: optuna.Study, say: Say
     ``--max-failures``), 130 when this process was asked to stop.
     """
     started = time.monotonic()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if opts.threads is not None:
-        env.update(worker_env(opts.threads))
+    env = children_env(opts)
     report = Supervisor(
         [_worker_spec(opts, index, env, started) for index in range(workers)],
         policy=RestartPolicy(max_restarts=workers, delay=0.0, only_killed=True, shared=True),
@@ -59,6 +57,20 @@ def run_workers(opts: WorkerOptions, workers: int, study: optuna.Study, say: Say
     return 0 if all(code == 0 for code in codes) else 1
 
 
+def children_env(opts: WorkerOptions, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The workers' environment: ours, their thread budget, and the storage URL.
+
+    The URL goes in the environment, not on the command line: any user on the machine can read a
+    process's argv (ps), and a PostgreSQL URL may hold a password. The worker's --storage reads it there.
+    """
+    env = {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
+    if opts.storage:
+        env[STORAGE_ENV] = opts.storage
+    if opts.threads is not None:
+        env.update(worker_env(opts.threads))
+    return env
+
+
 def _worker_spec(opts: WorkerOptions, index: int, env: Mapping[str, str], started: float) -> ChildSpec:
     def argv() -> list[str]:
         # A replacement gets what is left of --timeout, not all of it again.
@@ -66,7 +78,6 @@ def _worker_spec(opts: WorkerOptions, index: int, env: Mapping[str, str], starte
         return optuna_worker_argv(
             opts.sweep_path,
             study=opts.study_name,
-            storage=opts.storage,
             n_trials=opts.n_trials,
             threads=opts.threads,
             sampler=opts.sampler,

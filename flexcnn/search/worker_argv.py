@@ -12,6 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+# What `flexcnn optuna worker --storage` also reads. Launchers hand the URL to their children in it
+# rather than on the command line, which every user of the machine can read (ps).
+STORAGE_ENV = "FLEXCNN_STORAGE"
+
 
 def flexcnn_argv(*args: str) -> list[str]:
     """``flexcnn ARGS`` run by the current interpreter."""
