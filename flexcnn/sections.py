@@ -9,7 +9,7 @@ flexcnn, so every room may read its own section without importing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -128,10 +128,14 @@ class TrainConfig(Section):
         return "min" if self.monitor.endswith("loss") else "max"
 
 
+WandbMode = Literal["auto", "online", "offline", "disabled"]
+WANDB_MODES: tuple[str, ...] = get_args(WandbMode)  # the CLI's --wandb-mode choices
+
+
 class WandbConfig(Section):
     """Weights & Biases logging; mode auto is online when logged in, else offline."""
 
-    mode: Literal["auto", "online", "offline", "disabled"] = "disabled"
+    mode: WandbMode = "disabled"
     project: str | None = None
     entity: str | None = None
     group: str | None = None

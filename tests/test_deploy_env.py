@@ -81,6 +81,17 @@ def test_a_bad_flexcnn_storage_is_named_in_a_one_line_error(command: str, tmp_pa
     assert "Traceback" not in out.stderr
 
 
+def test_every_wandb_mode_option_offers_the_config_s_modes() -> None:
+    # The CLI spells the choices out rather than import the config (pydantic) at start-up.
+    from flexcnn.sections import WANDB_MODES
+
+    optuna = cli.commands["optuna"]
+    assert isinstance(optuna, click.Group)
+    for command in (cli.commands["train"], optuna.commands["run"], optuna.commands["worker"]):
+        (option,) = [p for p in command.params if p.name == "wandb_mode"]
+        assert tuple(option.type.choices) == WANDB_MODES, command.name
+
+
 def test_the_help_of_every_storage_option_names_the_variable() -> None:
     group = cli.commands["optuna"]
     assert isinstance(group, click.Group)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from flexcnn.config import RunConfig
 from flexcnn.errors import ConfigError
+from flexcnn.sections import WANDB_MODES
 
 # The package's logger, not this module's: users see and filter one "flexcnn.reporters.wandb".
 log = logging.getLogger("flexcnn.reporters.wandb")
@@ -160,8 +161,8 @@ def _requested_mode(config: RunConfig, mode: str | None, env: Mapping[str, str])
         requested, source = "auto", "running under wandb agent"
     else:
         requested, source = wb.mode, "default"
-    if requested not in ("auto", "online", "offline", "disabled"):
-        raise ConfigError(f"W&B mode {requested!r} is not one of auto, online, offline, disabled")
+    if requested not in WANDB_MODES:
+        raise ConfigError(f"W&B mode {requested!r} is not one of {', '.join(WANDB_MODES)}")
     return requested, source
 
 
