@@ -27,7 +27,7 @@ from flexcnn.errors import UserError
 from flexcnn.exit_codes import EXIT_STOPPED
 from flexcnn.hardware import threads_per_worker
 from flexcnn.processes import RestartPolicy
-from flexcnn.search.worker_argv import optuna_worker_argv
+from flexcnn.search.worker_argv import optuna_worker_argv, storage_env
 from flexcnn.secret_files import resolve_secret_files
 from tests.conftest import REPO
 
@@ -184,12 +184,14 @@ def test_selection_checks_the_visible_gpus() -> None:
 
 
 def test_child_commands_follow_the_contracts() -> None:
-    argv = optuna_worker_argv("sweeps/s.yaml", study="st", storage="journal:x.log", n_trials=7, threads=2)
+    argv = optuna_worker_argv("sweeps/s.yaml", study="st", n_trials=7, threads=2)
     assert argv[1:] == [
-        "-m", "flexcnn", "optuna", "worker", "sweeps/s.yaml", "--study", "st", "--storage", "journal:x.log",
-        "--n-trials", "7", "--threads", "2",
+        "-m", "flexcnn", "optuna", "worker", "sweeps/s.yaml", "--study", "st", "--n-trials", "7", "--threads", "2",
     ]  # fmt: skip
-    assert optuna_worker_argv("s.yaml", study=None, storage=None)[1:] == ["-m", "flexcnn", "optuna", "worker", "s.yaml"]
+    assert optuna_worker_argv("s.yaml", study=None)[1:] == ["-m", "flexcnn", "optuna", "worker", "s.yaml"]
+    # The storage URL goes in the environment only (argv is world-readable through ps).
+    assert storage_env("postgresql://u:pw@db/o") == {"FLEXCNN_STORAGE": "postgresql://u:pw@db/o"}
+    assert storage_env(None) == {}
     # --forward-signals: the agent's runs are in process groups of their own; only the agent can reach them.
     agent = ["-m", "wandb", "agent", "--forward-signals"]
     assert wandb_agent_argv("e/p/abc123", count=2)[1:] == [*agent, "--count", "2", "e/p/abc123"]

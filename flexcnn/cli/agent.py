@@ -6,13 +6,14 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from flexcnn.errors import UserError
+from flexcnn.search.worker_argv import STORAGE_ENV
 
 if TYPE_CHECKING:
     from flexcnn.processes import SupervisorReport
@@ -84,7 +85,7 @@ def agent_group() -> None:
 @click.option("--study", envvar="FLEXCNN_STUDY", help="Study name (env FLEXCNN_STUDY; default: the sweep's name).")
 @click.option(
     "--storage",
-    envvar="FLEXCNN_STORAGE",
+    envvar=STORAGE_ENV,
     help="Optuna storage URL (env FLEXCNN_STORAGE): postgresql://..., sqlite:///..., or a journal file.",
 )
 @click.option(
@@ -113,22 +114,19 @@ def optuna_agents(
     share a study through the same --storage (PostgreSQL across hosts).
     """
     from flexcnn.hardware import threads_per_worker
-    from flexcnn.search.worker_argv import STORAGE_ENV, optuna_worker_argv
+    from flexcnn.search.worker_argv import optuna_worker_argv, storage_env
 
     if sweep is None:
         raise UserError("flexcnn agent optuna: name the sweep YAML (argument SWEEP or env FLEXCNN_SWEEP)")
     if not sweep.is_file():
         raise UserError(f"sweep file {sweep} does not exist (resolved from {Path.cwd()})")
 
-    if storage:
-        os.environ[STORAGE_ENV] = storage  # the children inherit it; argv would show a password to ps
-
     def argv(gpus: Sequence[str]) -> list[str]:
         # Each worker would otherwise size its thread pool for the whole machine.
         per_worker = threads or threads_per_worker(len(gpus))
         return optuna_worker_argv(sweep, study=study, n_trials=n_trials, threads=per_worker)
 
-    _run(argv, **common)
+    _run(argv, env={**os.environ, **storage_env(storage)}, **common)
 
 
 @agent_group.command("wandb")
@@ -179,6 +177,7 @@ def _run(
     grace: float | None,
     trials_per_gpu: int,
     dry_run: bool,
+    env: Mapping[str, str] | None = None,
 ) -> None:
     from flexcnn.agents import AgentLog, agent_specs, select_gpus
     from flexcnn.agents.redact import redact, redact_argv
@@ -186,14 +185,14 @@ def _run(
 
     # Each GPU id appears once per agent slot; argv builders size thread pools by slot count.
     ids = [gpu for gpu in select_gpus(gpus, cpu=cpu) for _ in range(trials_per_gpu)]
-    specs = agent_specs(build_argv(ids), ids)
+    specs = agent_specs(build_argv(ids), ids, env)  # env: this process's when None
     program = specs[0].argv[0]
     if shutil.which(program, path=specs[0].env.get("PATH")) is None:
         # Caught here, not as a crash loop of "could not start" with growing restart delays.
         raise UserError(f"{program}: command not found (or not executable) on the agents' PATH")
     if dry_run:
         for spec in specs:
-            shown = {key: spec.env[key] for key in ("CUDA_VISIBLE_DEVICES", "FLEXCNN_STORAGE") if key in spec.env}
+            shown = {key: spec.env[key] for key in ("CUDA_VISIBLE_DEVICES", STORAGE_ENV) if key in spec.env}
             env = " ".join(f"{key}={shlex.quote(redact(value))}" for key, value in shown.items())
             click.echo(f"{spec.name}: {env} {shlex.join(redact_argv(spec.argv))}")
         return

@@ -11,6 +11,7 @@ import click
 
 from flexcnn.search.pruners import PRUNERS
 from flexcnn.search.samplers import SAMPLERS
+from flexcnn.search.worker_argv import STORAGE_ENV
 
 if TYPE_CHECKING:
     import optuna
@@ -27,7 +28,7 @@ STORAGE_HELP = (
 
 sweep_argument = click.argument("sweep_path", metavar="SWEEP.yaml", type=click.Path(dir_okay=False, path_type=Path))
 study_option = click.option("--study", "study_name", metavar="NAME", help="Study name (default: the sweep's name).")
-storage_option = click.option("--storage", metavar="URL", envvar="FLEXCNN_STORAGE", help=STORAGE_HELP)
+storage_option = click.option("--storage", metavar="URL", envvar=STORAGE_ENV, help=STORAGE_HELP)
 
 
 class WorkerCount(click.ParamType):

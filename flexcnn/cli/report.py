@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from flexcnn.errors import UserError
+from flexcnn.search.worker_argv import STORAGE_ENV
 
 
 @click.command("report")
@@ -15,7 +16,7 @@ from flexcnn.errors import UserError
 @click.option(
     "--storage",
     metavar="URL",
-    envvar="FLEXCNN_STORAGE",
+    envvar=STORAGE_ENV,
     help="Study storage, as for `flexcnn optuna status` (env FLEXCNN_STORAGE; default: ./optuna-journal.log).",
 )
 @click.option("--study", "study_name", metavar="NAME", help="Study name (default: the only study in the storage).")

@@ -22,7 +22,7 @@ from flexcnn.processes import ChildExit, ChildSpec, RestartPolicy, StopRequest, 
 from flexcnn.search.reaping import reap_dead_trials
 from flexcnn.search.say import Say, print_line
 from flexcnn.search.study import state_counts, stored_settings
-from flexcnn.search.worker_argv import STORAGE_ENV, optuna_worker_argv
+from flexcnn.search.worker_argv import optuna_worker_argv, storage_env
 from flexcnn.search.workers import WorkerOptions
 
 if TYPE_CHECKING:
@@ -58,14 +58,8 @@ def run_workers(opts: WorkerOptions, workers: int, study: optuna.Study, say: Say
 
 
 def children_env(opts: WorkerOptions, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The workers' environment: ours, their thread budget, and the storage URL.
-
-    The URL goes in the environment, not on the command line: any user on the machine can read a
-    process's argv (ps), and a PostgreSQL URL may hold a password. The worker's --storage reads it there.
-    """
-    env = {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1"}
-    if opts.storage:
-        env[STORAGE_ENV] = opts.storage
+    """The workers' environment: ours, the storage URL (never their argv) and their thread budget."""
+    env = {**(os.environ if base is None else base), "PYTHONUNBUFFERED": "1", **storage_env(opts.storage)}
     if opts.threads is not None:
         env.update(worker_env(opts.threads))
     return env

@@ -12,9 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# What `flexcnn optuna worker --storage` also reads. Launchers hand the URL to their children in it
-# rather than on the command line, which every user of the machine can read (ps).
+# What every `--storage` option also reads. Launchers hand the URL to their workers in it, never on
+# the command line: any user on the machine can read a process's argv (ps), and a PostgreSQL URL
+# may hold a password.
 STORAGE_ENV = "FLEXCNN_STORAGE"
+
+
+def storage_env(storage: str | None) -> dict[str, str]:
+    """The environment that gives a ``flexcnn optuna worker`` its storage (none: the worker's default)."""
+    return {STORAGE_ENV: storage} if storage else {}
 
 
 def flexcnn_argv(*args: str) -> list[str]:
@@ -26,7 +32,6 @@ def optuna_worker_argv(
     sweep: Path | str,
     *,
     study: str | None = None,
-    storage: str | None = None,
     n_trials: int | None = None,
     threads: int | None = None,
     sampler: str | None = None,
@@ -42,10 +47,12 @@ def optuna_worker_argv(
     objectives: Sequence[str] = (),
     artifacts: str | None = None,
 ) -> list[str]:
-    """The command line of one ``flexcnn optuna worker SWEEP``; an option left None (or "") is the worker's default."""
+    """The command line of one ``flexcnn optuna worker SWEEP``; an option left None (or "") is the worker's default.
+
+    No storage: it travels in the environment (:func:`storage_env`).
+    """
     options = (
         ("--study", study),
-        ("--storage", storage),
         ("--n-trials", n_trials),
         ("--threads", threads),
         ("--sampler", sampler),
