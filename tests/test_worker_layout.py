@@ -56,9 +56,16 @@ def test_a_visible_gpu_gets_one_worker_unless_the_trials_train_on_cpu(monkeypatc
     assert default_layout(30, "auto").workers == MAX_AUTO_WORKERS
 
 
-def test_gpu_discovery_without_nvidia_smi_need_not_import_torch(no_gpu: None) -> None:
+def test_gpu_discovery_without_nvidia_smi_need_not_import_torch(no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def torch_asked() -> None:
+        raise AssertionError("torch was asked")
+
+    monkeypatch.setattr("flexcnn.agents.gpus._torch_discovery", torch_asked)
     found = discover_gpus(ask_torch=False)
-    assert found.ids == () and "nvidia-smi" in found.source
+    assert (found.ids, found.source) == ((), "no nvidia-smi on PATH")
+    assert default_layout(30, "auto").workers >= 1  # the layout asks the same way
+    with pytest.raises(AssertionError, match="torch was asked"):
+        discover_gpus()  # the agents' discovery still falls back to torch
 
 
 def test_optuna_run_says_the_layout_it_chose(tmp_path: Path) -> None:
