@@ -33,6 +33,8 @@ import optuna
 import yaml
 
 from bench.common import Row
+from flexcnn.search.storage import open_storage, parse_storage
+from flexcnn.search.worker_argv import flexcnn_argv
 
 REPO = Path(__file__).resolve().parents[1]
 # About 1 configuration in 10 reaches 0.9356 on the curve benchmark (bench/searchsim/README.md).
@@ -59,8 +61,7 @@ def _sweep(folder: Path) -> Path:
 
 def _flexcnn(folder: Path, sweep: Path, seed: int) -> tuple[float, bool, str]:
     name, storage = f"live-{seed}", folder / f"live-{seed}.log"
-    cmd = [sys.executable, "-c", "import sys; from flexcnn.cli import main; main(sys.argv[1:])"]
-    cmd += ["optuna", "run", str(sweep), "--study", name, "--storage", str(storage), "--seed", str(seed)]
+    cmd = flexcnn_argv("optuna", "run", str(sweep), "--study", name, "--storage", str(storage), "--seed", str(seed))
     cmd += ["--wandb-mode", "disabled"]  # the defaults: controller.pruner asha, --workers auto (2 x 1 thread here)
     cmd += ["--output-dir", str(folder / "runs")]
     launched, start = datetime.now(), time.perf_counter()
@@ -71,8 +72,8 @@ def _flexcnn(folder: Path, sweep: Path, seed: int) -> tuple[float, bool, str]:
     except subprocess.TimeoutExpired:
         pass  # the trials so far are in the storage
     total = time.perf_counter() - start
-    backend = optuna.storages.journal.JournalFileBackend(str(storage))
-    trials = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(backend)).get_trials()
+    journal = open_storage(parse_storage(str(storage)), create=False)
+    trials = optuna.load_study(study_name=name, storage=journal).get_trials()
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     hits = [t for t in done if t.value >= TARGET]  # type: ignore[operator]
     states = {s: sum(t.state.name == s for t in trials) for s in ("COMPLETE", "PRUNED", "FAIL")}

@@ -33,8 +33,8 @@ from bench.searchsim.strategies import registry
 
 SEEDS = 200
 # The two candidate defaults were cut to 50 seeds to fit a CPU budget on a shared 2-core machine; each
-# such row says so. "NAME@K" limits one K only. (W&B's GP costs 5-30 s per replay in its bridge: its
-# 1,200 replays took 80 minutes with 2 processes.)
+# such row says so. (W&B's GP costs 5-30 s per replay in its bridge: its 1,200 replays took 80 minutes
+# with 2 processes.)
 FEWER_SEEDS = {"cand-sha3": 50, "cand-median": 50}
 KS = (1, 2, 8)
 # Budgets and horizon are CPU seconds of all workers together (about 17 per full trial here);
@@ -45,9 +45,8 @@ MAX_TRIALS = 2000
 BASELINE = "random"
 WANDB_FILE = "wandb-bayes-hb"  # what `wandb sweep sweeps/flexcnn.yaml` runs
 OURS = {"flexcnn": "default (TPE + asha)", "flexcnn-wandb-rule": "--pruner hyperband (W&B's rule)"}
-# How workers share cores: the baseline and the default, also at K = 4 and 16 (layouts.CORES).
+# How workers share cores: the baseline and the default, also at the K's of layouts.CORES.
 LAYOUT_STRATEGIES = (BASELINE, "flexcnn")
-LAYOUT_KS = (1, 2, 4, 8, 16)
 
 
 def compute(
@@ -69,20 +68,17 @@ def compute(
     settings = Settings(
         data=data_hash(bench.source), stop_value=t50, min_time=max(BUDGETS), horizon=HORIZON, max_trials=MAX_TRIALS
     )
-    limits = FEWER_SEEDS if fewer is None else fewer
-    counts = {(n, k): min(seeds, limits.get(f"{n}@{k}", limits.get(n, seeds))) for n in names for k in KS}
+    counts = {n: min(seeds, (FEWER_SEEDS if fewer is None else fewer).get(n, seeds)) for n in names}
     traces = {}
-    for count, k in sorted(set(zip(counts.values(), (k for _, k in counts), strict=True)), reverse=True):
-        group = [n for n in names if counts[(n, k)] == count]
-        traces.update(replay_all(bench.source, settings, group, (k,), range(count), recompute=recompute, jobs=jobs))
+    for count in sorted(set(counts.values()), reverse=True):  # the full-seed strategies first
+        group = [n for n in names if counts[n] == count]
+        traces.update(replay_all(bench.source, settings, group, KS, range(count), recompute=recompute, jobs=jobs))
     summaries = {
-        (n, k): report.summarise(
-            [traces[(n, k, s)] for s in range(counts[(n, k)])], (t10, t50), [b / k for b in BUDGETS]
-        )
+        (n, k): report.summarise([traces[(n, k, s)] for s in range(counts[n])], (t10, t50), [b / k for b in BUDGETS])
         for n in names
         for k in KS
     }
-    labels = {n: all_strategies[n].label + _seeds_note({k: counts[(n, k)] for k in KS}, seeds) for n in names}
+    labels = {n: all_strategies[n].label + (f" [{counts[n]} seeds]" if counts[n] != seeds else "") for n in names}
     head = (
         f"search-sim: {seeds} seeds per strategy and K (fewer where a row says); {len(bench.curves)} measured "
         f"configurations of sweeps/flexcnn.yaml on mnist5k ({bench.source.name}); time = CPU seconds of one-thread "
@@ -93,21 +89,12 @@ def compute(
     targets = {t10: "1-in-10", t50: "1-in-50"}
     body = report.table(summaries, labels, KS, targets, BUDGETS, baseline=BASELINE)
     layout_names = [n for n in LAYOUT_STRATEGIES if n in names]
+    extra_ks = [k for k in layouts.WORKER_COUNTS if k not in KS]
     traces.update(
-        replay_all(bench.source, settings, layout_names, (4, 16), range(seeds), recompute=recompute, jobs=jobs)
+        replay_all(bench.source, settings, layout_names, extra_ks, range(seeds), recompute=recompute, jobs=jobs)
     )
-    by_k = {(n, k): [traces[(n, k, s)] for s in range(seeds)] for n in layout_names for k in LAYOUT_KS}
+    by_k = {(n, k): [traces[(n, k, s)] for s in range(seeds)] for n in layout_names for k in layouts.WORKER_COUNTS}
     return head + "\n" + body + "\n\n" + _layouts_and_floor(bench, by_k, labels, targets), summaries
-
-
-def _seeds_note(counts: dict[int, int], seeds: int) -> str:
-    """`` [20 seeds]``, `` [20 seeds at K=1]``, or nothing when every K has ``seeds``."""
-    fewer = {k: n for k, n in counts.items() if n != seeds}
-    if not fewer:
-        return ""
-    if len(fewer) == len(counts) and len(set(fewer.values())) == 1:
-        return f" [{next(iter(fewer.values()))} seeds]"
-    return " [" + ", ".join(f"{n} seeds at K={k}" for k, n in fewer.items()) + "]"
 
 
 def _layouts_and_floor(
@@ -115,7 +102,7 @@ def _layouts_and_floor(
 ) -> str:
     """The layout table (how workers share cores) and the floor no strategy can beat."""
     median, low, high, n = layouts.measured_speedup()
-    shown = {name: labels[name] for name in LAYOUT_STRATEGIES if (name, 1) in by_k}
+    shown = {name: labels[name] for name in LAYOUT_STRATEGIES if name in labels}
     lines = [
         f"How workers share cores: two threads made an epoch x{median:.2f} faster at the median "
         f"(x{low:.2f}..x{high:.2f} over {n} configurations, {layouts.THREADS_FILE.relative_to(REPO)}); "

@@ -22,12 +22,13 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from bench.searchsim.data import Benchmark
-from bench.searchsim.report import rank
+from bench.searchsim.report import rank, secs
 from bench.searchsim.simulator import Trace
-from bench.searchsim.space import REPO
+from bench.searchsim.threads import OUT as THREADS_FILE
 
-THREADS_FILE = REPO / "bench" / "data" / "mnist5k-threads.json"
 CORES = (2, 4, 16)
+# The replays the layouts need: C one-thread workers and C/2 two-thread ones, for each C.
+WORKER_COUNTS = tuple(sorted({k for cores in CORES for k in (cores, cores // 2)}))
 
 
 def measured_speedup() -> tuple[float, float, float, int]:
@@ -83,10 +84,6 @@ def layouts_table(
             row = f"{label + ' | ' + layout:{width}s}"
             for target in targets:
                 med, p90 = _times(traces[(name, k)], target, up)
-                row += f" | {_secs(med):>16s} {_secs(p90):>5s}"
+                row += f" | {secs(med):>16s} {secs(p90):>5s}"
             lines.append(row)
     return "\n".join(lines)
-
-
-def _secs(t: float) -> str:
-    return "miss" if math.isinf(t) else f"{t:.0f}"

@@ -41,7 +41,7 @@ def summarise(traces: Sequence[Trace], targets: Sequence[float], budgets: Sequen
     return Summary(times, missed, best, trials, pruned)
 
 
-def _secs(t: float) -> str:
+def secs(t: float) -> str:
     return "miss" if math.isinf(t) else f"{t:.0f}"
 
 
@@ -83,7 +83,7 @@ def table(
                 med, p90 = s.times[target]
                 bmed, bp90 = base.times[target]
                 miss = f"({s.missed[target]} miss)" if s.missed[target] else ""
-                cells = (_secs(med), _secs(p90), _ratio(bmed, med), _ratio(bp90, p90))
+                cells = (secs(med), secs(p90), _ratio(bmed, med), _ratio(bp90, p90))
                 row += f" | {miss:>9s} {cells[0]:>6s} {cells[1]:>5s} {cells[2]:>5s} {cells[3]:>5s}"
             for b in budgets:
                 med, p10 = s.best[b / k]

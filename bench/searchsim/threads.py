@@ -5,9 +5,9 @@
 On C cores a study can run C workers of one thread or fewer workers of several threads. The
 simulator (one core per worker) answers the first; this measures what the second buys: for a
 sample of the benchmark's configurations (design indices 0, 1, 2, ..., the seed repeats skipped),
-the wall seconds of a warm epoch with ``train.threads`` 1 and 2, alternating, the better of two
-epochs each. The speed-up is the 1-thread time over the 2-thread time; the simulator's
-``threads=2`` rows divide each trial's CPU seconds by it (a fit on the model's MACs per image).
+the wall seconds of a warm epoch with ``train.threads`` 1, then 2, the better of two epochs each.
+The speed-up is the 1-thread time over the 2-thread time; the layout rows of ``python -m bench
+search-sim`` (bench/searchsim/layouts.py) divide the clock of two-thread workers by the median.
 
 Wall seconds, not CPU seconds: the point is what two threads give the clock. So the machine
 must be idle while this runs; the file records the load average before and after.
